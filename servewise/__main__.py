@@ -1,0 +1,3 @@
+from servewise.cli import main
+
+main()

@@ -1,0 +1,420 @@
+"""The ``servewise`` command line: a thin Typer app over the library.
+
+Each command parses its options, calls one library entry point (importing that stage
+only when the command runs) and prints the outcome. This module alone decides exit
+codes: 0 success, 1 an SLO violation / regression, 2 unusable input or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from servewise.errors import ServewiseError
+
+__all__ = ["app", "main"]
+
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="servewise",
+    help="Find the cheapest way to serve a model within its latency SLOs, and prove it holds.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+trace_app = typer.Typer(help="Inspect and generate traffic traces.", no_args_is_help=True)
+deployment_app = typer.Typer(help="Check and scaffold deployment files.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+app.add_typer(deployment_app, name="deployment")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class CLIError(ServewiseError):
+    """A usage error found by the CLI itself (conflicting or missing options)."""
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn servewise errors into one line on stderr and exit code 2 (never a traceback)."""
+    try:
+        yield
+    except ServewiseError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+# --------------------------------------------------------------------------- shared options
+
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="Trace format: auto, azure, mooncake, burstgpt, generic.")
+]
+ColumnMapOpt = Annotated[
+    list[str] | None,
+    typer.Option("--column-map", help="Map our column to the file's: arrival_s=ts (repeatable)."),
+]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (counted) instead of failing.")]
+
+
+def _column_map(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    mapping: dict[str, str] = {}
+    for item in items:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise CLIError(f"--column-map expects OURS=THEIRS (e.g. arrival_s=ts), got {item!r}")
+        mapping[ours.strip()] = theirs.strip()
+    return mapping
+
+
+def _load_trace(
+    path: Path,
+    fmt: str,
+    column_map: list[str] | None,
+    skip_bad_rows: bool,
+    *,
+    window: str | None = None,
+    rate_scale: float | None = None,
+    repeat: int | None = None,
+    zipf_keys: int | None = None,
+    zipf_alpha: float | None = None,
+    seed: int = 0,
+) -> Any:
+    from servewise.trace import load_trace
+
+    t = load_trace(path, format=fmt, column_map=_column_map(column_map), skip_bad_rows=skip_bad_rows)
+    if skip_bad_rows and t.skipped_rows:
+        err.print(f"warning: skipped {t.skipped_rows} malformed row(s) of {path}")
+    if window is not None:
+        a, sep, b = window.partition(":")
+        try:
+            start, end = float(a), float(b)
+        except ValueError:
+            raise CLIError(f"--window expects START:END in seconds (e.g. 0:600), got {window!r}") from None
+        if not sep or end <= start:
+            raise CLIError(f"--window expects START:END with END > START, got {window!r}")
+        t = t.window(start, end)
+    if rate_scale is not None:
+        t = t.scale_rate(rate_scale)
+    if repeat is not None:
+        t = t.repeat(repeat)
+    if (zipf_keys is None) != (zipf_alpha is None):
+        raise CLIError("--zipf-keys and --zipf-alpha go together: give both or neither")
+    if zipf_keys is not None and zipf_alpha is not None:
+        t = t.with_zipf_keys(zipf_keys, zipf_alpha, seed=seed, overwrite=True)
+    return t
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if unit == "s":
+            return f"{v * 1000:.2f} ms" if abs(v) < 1 else f"{v:.3f} s"
+        if unit == "%":
+            return f"{v * 100:.2f} %"
+        if unit == "$":
+            return f"${v:,.4f}"
+        return f"{v:,.3f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _print_summary(s: dict[str, Any], title: str) -> None:
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("requests", s["requests"], ""),
+        ("completed (incl. cache hits)", s["completed"], ""),
+        ("rejected", s["rejected"], ""),
+        ("failed", s["failed"], ""),
+        ("throughput", f"{_fmt(s['throughput_rps'])} req/s", ""),
+        ("latency mean", s["latency_s"]["mean"], "s"),
+        ("latency p50", s["latency_s"]["p50"], "s"),
+        ("latency p95", s["latency_s"]["p95"], "s"),
+        ("latency p99", s["latency_s"]["p99"], "s"),
+        ("queue wait p95", s["queue_s"]["p95"], "s"),
+        ("cache hit ratio", s["cache_hit_ratio"], "%"),
+        ("cold starts", s["cold_starts"], ""),
+        ("mean replicas", s["mean_replicas"], ""),
+        ("utilisation", s["utilisation"], "%"),
+        ("availability", s["availability"], "%"),
+        ("cost", s["cost_usd"], "$"),
+    ]
+    for name, v, unit in rows:
+        t.add_row(name, v if isinstance(v, str) else _fmt(v, unit))
+    out.print(t)
+
+
+@contextmanager
+def _progress(enabled: bool, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar fed by the library's ``progress(done, total)`` callback."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(what), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err, transient=True) as prog:
+        task = prog.add_task(what, total=1)
+
+        def update(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield update
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+def _simulate(
+    deployment: Path,
+    trace: Path,
+    out_dir: Path,
+    *,
+    seed: int,
+    warmup_s: float,
+    quiet: bool,
+    title: str,
+    trace_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    from servewise.config import load_deployment
+    from simulator import simulate as run_sim
+
+    dep = load_deployment(deployment)
+    tr = _load_trace(trace, **trace_kwargs, seed=seed)
+    with _progress(not quiet, "simulating") as progress:
+        result = run_sim(dep, tr, seed=seed, warmup_s=warmup_s, progress=progress)
+    json_path, csv_path = result.write(out_dir)
+    if not quiet:
+        _print_summary(result.summary, title)
+        slo = result.data.get("slo")
+        if slo is not None:
+            verdict = "[green]met[/]" if slo["pass"] else "[red]violated[/]"
+            out.print(f"SLO {verdict}: " + ", ".join(f"{k} {'ok' if c['pass'] else 'FAIL'}" for k, c in slo["checks"].items()))
+        out.print(f"wrote {json_path} and {csv_path}")
+    return result.data
+
+
+@app.command()
+def simulate(
+    deployment: Annotated[Path, typer.Option("--deployment", "-d", help="Deployment YAML.")],
+    trace: Annotated[Path, typer.Option("--trace", "-t", help="Trace file (Azure, Mooncake, BurstGPT, generic CSV/JSONL).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for result.json and requests.csv.")],
+    seed: Annotated[int, typer.Option(help="Random seed; same inputs + seed give byte-identical results.")] = 0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", help="Leave requests arriving before this out of the summary.")] = 0.0,
+    fmt: FormatOpt = "auto",
+    column_map: ColumnMapOpt = None,
+    skip_bad_rows: SkipBadOpt = False,
+    window: Annotated[str | None, typer.Option(help="Keep arrivals in START:END seconds (re-based to 0).")] = None,
+    rate_scale: Annotated[float | None, typer.Option("--rate-scale", help="Multiply the arrival rate by this.")] = None,
+    repeat: Annotated[int | None, typer.Option(help="Replay the trace this many times back to back.")] = None,
+    zipf_keys: Annotated[int | None, typer.Option("--zipf-keys", help="Draw request keys from N keys (for the cache).")] = None,
+    zipf_alpha: Annotated[float | None, typer.Option("--zipf-alpha", help="Zipf exponent of key popularity.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Simulate a deployment serving a trace; write DIR/result.json and DIR/requests.csv."""
+    with _errors():
+        _simulate(
+            deployment,
+            trace,
+            out_dir,
+            seed=seed,
+            warmup_s=warmup_s,
+            quiet=quiet,
+            title=f"simulation of {deployment.name}",
+            trace_kwargs=dict(
+                fmt=fmt,
+                column_map=column_map,
+                skip_bad_rows=skip_bad_rows,
+                window=window,
+                rate_scale=rate_scale,
+                repeat=repeat,
+                zipf_keys=zipf_keys,
+                zipf_alpha=zipf_alpha,
+            ),
+        )
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path("servewise-out"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Run the main job end to end on the built-in default (no GPU, no network).
+
+    Simulates the built-in deployment (4 replicas, p2c, a response cache, autoscaling)
+    against the built-in 10-minute excerpt of the Azure LLM 2023 conversation trace.
+    """
+    from importlib.resources import files
+
+    from servewise.trace import default_trace_path
+
+    with _errors():
+        dep_path = Path(str(files("servewise") / "data" / "default_deployment.yaml"))
+        out.print(f"deployment: {dep_path}\ntrace:      {default_trace_path()}")
+        _simulate(
+            dep_path,
+            default_trace_path(),
+            out_dir,
+            seed=seed,
+            warmup_s=0.0,
+            quiet=False,
+            title="servewise demo: built-in deployment × Azure LLM 2023 conversation (10 min)",
+            trace_kwargs=dict(fmt="auto", column_map=None, skip_bad_rows=False, zipf_keys=5000, zipf_alpha=0.8),
+        )
+
+
+# --------------------------------------------------------------------------- trace
+
+
+@trace_app.command("stats")
+def trace_stats_cmd(
+    path: Annotated[Path, typer.Argument(help="Trace file.")],
+    fmt: FormatOpt = "auto",
+    column_map: ColumnMapOpt = None,
+    skip_bad_rows: SkipBadOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Rate (mean, peak), inter-arrival CV, token percentiles and key reuse of a trace."""
+    from servewise.trace import trace_stats
+
+    with _errors():
+        t = _load_trace(path, fmt, column_map, skip_bad_rows)
+        stats = trace_stats(t)
+    if as_json:
+        out.print_json(json.dumps(stats))
+        return
+    table = Table(title=f"trace {path.name}", header_style="bold")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for k, v in stats.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{kk} {_fmt(vv)}" for kk, vv in v.items())
+        table.add_row(k, _fmt(v))
+    out.print(table)
+
+
+@trace_app.command("generate")
+def trace_generate_cmd(
+    kind: Annotated[str, typer.Argument(help="poisson, gamma, diurnal, mmpp or servegen.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Output trace (.csv or .jsonl).")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    rate_rps: Annotated[float | None, typer.Option("--rate-rps", help="poisson/gamma: mean arrival rate.")] = None,
+    mean_rate_rps: Annotated[float | None, typer.Option("--mean-rate-rps", help="diurnal: mean rate.")] = None,
+    duration_s: Annotated[float | None, typer.Option("--duration-s", help="Length of the trace, seconds.")] = None,
+    n_requests: Annotated[int | None, typer.Option("--n-requests", help="poisson/gamma: number of requests.")] = None,
+    cv: Annotated[float | None, typer.Option(help="gamma: inter-arrival coefficient of variation.")] = None,
+    amplitude: Annotated[float | None, typer.Option(help="diurnal: relative amplitude in [0, 1].")] = None,
+    period_s: Annotated[float | None, typer.Option("--period-s", help="diurnal: period, seconds.")] = None,
+    on_rate_rps: Annotated[float | None, typer.Option("--on-rate-rps", help="mmpp: rate in bursts.")] = None,
+    off_rate_rps: Annotated[float | None, typer.Option("--off-rate-rps", help="mmpp: rate between bursts.")] = None,
+    mean_on_s: Annotated[float | None, typer.Option("--mean-on-s", help="mmpp: mean burst length.")] = None,
+    mean_off_s: Annotated[float | None, typer.Option("--mean-off-s", help="mmpp: mean gap between bursts.")] = None,
+    servegen_file: Annotated[Path | None, typer.Option("--servegen-file", help="servegen: per-client rates file.")] = None,
+    start_s: Annotated[float | None, typer.Option("--start-s", help="servegen: start time in the rate series.")] = None,
+    rate_scale: Annotated[float | None, typer.Option("--rate-scale", help="servegen: scale every client's rate.")] = None,
+    input_mean: Annotated[float, typer.Option("--input-mean", help="Mean input tokens.")] = 512,
+    input_cv: Annotated[float, typer.Option("--input-cv", help="CV of input tokens (log-normal; 0 = constant).")] = 0.0,
+    output_mean: Annotated[float, typer.Option("--output-mean", help="Mean output tokens.")] = 128,
+    output_cv: Annotated[float, typer.Option("--output-cv", help="CV of output tokens.")] = 0.0,
+    zipf_keys: Annotated[int | None, typer.Option("--zipf-keys", help="Add request keys drawn from N keys.")] = None,
+    zipf_alpha: Annotated[float | None, typer.Option("--zipf-alpha", help="Zipf exponent of key popularity.")] = None,
+) -> None:
+    """Generate a synthetic trace (all generators are seeded)."""
+    from servewise.trace import GENERATORS, TokenSpec, save_trace
+
+    given: dict[str, Any] = {
+        "rate_rps": rate_rps,
+        "mean_rate_rps": mean_rate_rps,
+        "duration_s": duration_s,
+        "n_requests": n_requests,
+        "cv": cv,
+        "amplitude": amplitude,
+        "period_s": period_s,
+        "on_rate_rps": on_rate_rps,
+        "off_rate_rps": off_rate_rps,
+        "mean_on_s": mean_on_s,
+        "mean_off_s": mean_off_s,
+        "path": servegen_file,
+        "start_s": start_s,
+        "rate_scale": rate_scale,
+    }
+    with _errors():
+        if kind not in GENERATORS:
+            raise CLIError(f"unknown generator {kind!r}; expected one of: {', '.join(sorted(GENERATORS))}")
+        gen = GENERATORS[kind]
+        import inspect
+
+        accepted = set(inspect.signature(gen).parameters)
+        wrong = [k for k, v in given.items() if v is not None and k not in accepted]
+        if wrong:
+            flags = ", ".join("--" + ("servegen-file" if k == "path" else k.replace("_", "-")) for k in wrong)
+            raise CLIError(f"generator {kind!r} does not take {flags}")
+        kwargs = {k: v for k, v in given.items() if v is not None}
+        params = inspect.signature(gen).parameters
+        required = [
+            k for k, prm in params.items() if prm.default is inspect.Parameter.empty and k not in ("seed", "tokens")
+        ]
+        # poisson / gamma take exactly one of duration_s and n_requests
+        if "n_requests" in params and "duration_s" in params and (duration_s is None) == (n_requests is None):
+            raise CLIError(f"generator {kind!r} needs exactly one of --duration-s or --n-requests")
+        missing = [k for k in required if k not in kwargs]
+        if missing:
+            flags = ", ".join("--" + ("servegen-file" if k == "path" else k.replace("_", "-")) for k in missing)
+            raise CLIError(f"generator {kind!r} needs {flags}")
+        t = gen(
+            seed=seed,
+            tokens=TokenSpec(input_mean=input_mean, input_cv=input_cv, output_mean=output_mean, output_cv=output_cv),
+            **kwargs,
+        )
+        if (zipf_keys is None) != (zipf_alpha is None):
+            raise CLIError("--zipf-keys and --zipf-alpha go together: give both or neither")
+        if zipf_keys is not None and zipf_alpha is not None:
+            t = t.with_zipf_keys(zipf_keys, zipf_alpha, seed=seed)
+        save_trace(t, out_path)
+    out.print(f"wrote {len(t):,} requests over {t.duration_s:,.1f} s to {out_path}")
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+@deployment_app.command("check")
+def deployment_check(path: Annotated[Path, typer.Argument(help="Deployment YAML.")]) -> None:
+    """Validate a deployment file; print it back with defaults filled in."""
+    from servewise.config import dump_deployment, load_deployment
+
+    with _errors():
+        dep = load_deployment(path)
+    out.print(f"[green]ok[/]: {path}")
+    out.print(dump_deployment(dep), highlight=False, markup=False)
+
+
+@deployment_app.command("example")
+def deployment_example() -> None:
+    """Print the built-in example deployment (a starting point to edit)."""
+    from importlib.resources import files
+
+    sys.stdout.write((files("servewise") / "data" / "default_deployment.yaml").read_text())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,564 @@
+"""The typed contracts between stages: a :class:`Deployment` and its parts.
+
+Every model is a frozen pydantic v2 model with ``extra="forbid"``: a misspelt key is an
+error naming it, never silently ignored. YAML in (:func:`load_deployment`), YAML out
+(:func:`dump_deployment`). Seconds and bytes everywhere; names carry the unit.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from servewise.errors import ConfigError
+
+__all__ = [
+    "Frozen",
+    "ServiceTime",
+    "Exponential",
+    "Deterministic",
+    "Uniform",
+    "LogNormal",
+    "HyperExponential",
+    "Empirical",
+    "Linear",
+    "Balancer",
+    "Batching",
+    "Cache",
+    "Queue",
+    "Scaling",
+    "Pool",
+    "Faults",
+    "SLO",
+    "Deployment",
+    "load_deployment",
+    "dump_deployment",
+    "parse_deployment",
+    "format_validation_error",
+]
+
+
+class Frozen(BaseModel):
+    """Base of every config model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------- service time
+
+
+class _Dist(Frozen):
+    """A service-time distribution of one request (seconds), before any speed factor."""
+
+    @property
+    def mean(self) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @property
+    def variance(self) -> float:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Exponential(_Dist):
+    """Exponential service time (memoryless): M/M/c queues."""
+
+    distribution: Literal["exponential"] = "exponential"
+    mean_s: float = Field(gt=0, description="Mean service time, seconds.")
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def variance(self) -> float:
+        return self.mean_s**2
+
+
+class Deterministic(_Dist):
+    """Every request takes exactly ``mean_s``: M/D/c queues."""
+
+    distribution: Literal["deterministic"] = "deterministic"
+    mean_s: float = Field(gt=0, description="Service time, seconds.")
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def variance(self) -> float:
+        return 0.0
+
+
+class Uniform(_Dist):
+    """Uniform on [low_s, high_s]."""
+
+    distribution: Literal["uniform"] = "uniform"
+    low_s: float = Field(ge=0, description="Smallest service time, seconds.")
+    high_s: float = Field(gt=0, description="Largest service time, seconds (> low_s).")
+
+    @model_validator(mode="after")
+    def _order(self) -> Uniform:
+        if not self.high_s > self.low_s:
+            raise ValueError(f"high_s must be > low_s, got low_s={self.low_s}, high_s={self.high_s}")
+        return self
+
+    @property
+    def mean(self) -> float:
+        return (self.low_s + self.high_s) / 2
+
+    @property
+    def variance(self) -> float:
+        return (self.high_s - self.low_s) ** 2 / 12
+
+
+class LogNormal(_Dist):
+    """Log-normal with the given mean and coefficient of variation (heavy-ish tail)."""
+
+    distribution: Literal["lognormal"] = "lognormal"
+    mean_s: float = Field(gt=0, description="Mean service time, seconds.")
+    cv: float = Field(gt=0, description="Coefficient of variation (std / mean).")
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def variance(self) -> float:
+        return (self.cv * self.mean_s) ** 2
+
+
+class HyperExponential(_Dist):
+    """Two-phase hyperexponential with balanced means: mean ``mean_s``, CV ``cv`` >= 1."""
+
+    distribution: Literal["hyperexponential"] = "hyperexponential"
+    mean_s: float = Field(gt=0, description="Mean service time, seconds.")
+    cv: float = Field(ge=1, description="Coefficient of variation, >= 1.")
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    @property
+    def variance(self) -> float:
+        return (self.cv * self.mean_s) ** 2
+
+
+class Empirical(_Dist):
+    """Resample measured service times uniformly (with replacement).
+
+    Give the samples inline (``samples_s``) or as a file of one number per line
+    (``samples_file``, relative to the deployment file).
+    """
+
+    distribution: Literal["empirical"] = "empirical"
+    samples_s: tuple[float, ...] | None = Field(default=None, description="Service-time samples, seconds.")
+    samples_file: str | None = Field(default=None, description="File with one sample (seconds) per line.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Empirical:
+        if (self.samples_s is None) == (self.samples_file is None):
+            raise ValueError("give exactly one of samples_s or samples_file")
+        if self.samples_s is not None:
+            if len(self.samples_s) == 0:
+                raise ValueError("samples_s must hold at least one sample")
+            bad = [s for s in self.samples_s if not (s >= 0 and math.isfinite(s))]
+            if bad:
+                raise ValueError(f"samples_s must be finite numbers >= 0, got {bad[0]!r}")
+        return self
+
+    @property
+    def mean(self) -> float:
+        if self.samples_s is None:
+            raise ConfigError("empirical samples_file is not loaded; resolve it first")
+        return float(sum(self.samples_s) / len(self.samples_s))
+
+    @property
+    def variance(self) -> float:
+        if self.samples_s is None:
+            raise ConfigError("empirical samples_file is not loaded; resolve it first")
+        m = self.mean
+        return float(sum((s - m) ** 2 for s in self.samples_s) / len(self.samples_s))
+
+
+class Linear(_Dist):
+    """Parametric latency model: ``base_s + per_item_s·batch + per_*_token_s·tokens``.
+
+    For one request: ``base_s + per_item_s + per_input_token_s·in + per_output_token_s·out``.
+    For a batch the token terms add over its members. ``noise_cv`` > 0 multiplies each
+    time by a log-normal factor of mean 1 and that CV.
+    """
+
+    distribution: Literal["linear"] = "linear"
+    base_s: float = Field(default=0.0, ge=0, description="Fixed cost of one forward pass, seconds.")
+    per_item_s: float = Field(default=0.0, ge=0, description="Cost of each batch member, seconds.")
+    per_input_token_s: float = Field(default=0.0, ge=0, description="Cost per input token, seconds.")
+    per_output_token_s: float = Field(default=0.0, ge=0, description="Cost per output token, seconds.")
+    noise_cv: float = Field(default=0.0, ge=0, description="CV of a multiplicative log-normal noise.")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Linear:
+        if self.base_s + self.per_item_s <= 0 and self.per_input_token_s + self.per_output_token_s <= 0:
+            raise ValueError("at least one of base_s, per_item_s, per_input_token_s, per_output_token_s must be > 0")
+        return self
+
+    @property
+    def mean(self) -> float:
+        raise ConfigError("the mean of a linear service time depends on the trace's tokens")
+
+    @property
+    def variance(self) -> float:
+        raise ConfigError("the variance of a linear service time depends on the trace's tokens")
+
+
+ServiceTime = Annotated[
+    Exponential | Deterministic | Uniform | LogNormal | HyperExponential | Empirical | Linear,
+    Field(discriminator="distribution"),
+]
+
+
+# --------------------------------------------------------------------------- request path
+
+
+class Balancer(Frozen):
+    """Load-balancing policy (see ``servewise.policies.lb_policies``) and its parameters.
+
+    ``d`` is used by ``p2c``; ``virtual_nodes`` and ``load_bound`` by ``consistent_hash``.
+    """
+
+    policy: str = Field(default="round_robin", description="Registered balancer name.")
+    d: int | None = Field(default=None, ge=1, description="p2c: replicas sampled per request.")
+    virtual_nodes: int | None = Field(default=None, ge=1, description="consistent_hash: ring points per replica.")
+    load_bound: float | None = Field(default=None, gt=1, description="consistent_hash: bounded-load factor c > 1.")
+
+    @model_validator(mode="after")
+    def _known(self) -> Balancer:
+        import inspect
+
+        from servewise.errors import UnknownPolicyError
+        from servewise.policies import lb_policies
+
+        try:
+            cls = lb_policies.get(self.policy)
+        except UnknownPolicyError as err:
+            raise ValueError(str(err)) from None
+        accepted = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "rng")]
+        for k in self.params():
+            if k not in accepted:
+                takes = ", ".join(accepted) if accepted else "no parameters"
+                raise ValueError(f"policy {self.policy!r} does not take {k!r} (it takes: {takes})")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        """The policy's keyword parameters: the fields that were set, besides ``policy``."""
+        return {k: v for k, v in self.model_dump(exclude={"policy"}).items() if v is not None}
+
+
+class Batching(Frozen):
+    """Dynamic batching in each replica (Triton-style).
+
+    A free replica slot takes up to ``max_batch_size`` queued requests; it waits at most
+    ``max_wait_s`` after the oldest queued request arrived for the batch to fill.
+    """
+
+    max_batch_size: int = Field(ge=1, description="Largest batch one slot runs.")
+    max_wait_s: float = Field(ge=0, description="Longest a queued request waits for its batch to fill.")
+    batch_cost_factor: float = Field(
+        default=0.25,
+        ge=0,
+        description=(
+            "Distribution service times only: a batch of n takes one draw × (1 + factor·(n−1)). "
+            "0 = a batch costs as much as one request; 1 = no gain from batching."
+        ),
+    )
+
+
+class Cache(Frozen):
+    """Exact-match response cache in front of the balancer (keyed on the request key)."""
+
+    policy: Literal["lru", "ttl", "fifo"] = Field(default="lru", description="Eviction policy.")
+    capacity: int = Field(ge=1, description="Entries held.")
+    ttl_s: float | None = Field(default=None, gt=0, description="Entry lifetime after insertion, seconds.")
+    hit_latency_s: float = Field(default=0.0, ge=0, description="Latency of a cache hit, seconds.")
+
+    @model_validator(mode="after")
+    def _ttl(self) -> Cache:
+        if self.policy == "ttl" and self.ttl_s is None:
+            raise ValueError("policy 'ttl' needs ttl_s")
+        if self.policy == "fifo" and self.ttl_s is not None:
+            raise ValueError("policy 'fifo' takes no ttl_s (use 'ttl' or 'lru')")
+        return self
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"capacity": self.capacity}
+        if self.ttl_s is not None:
+            out["ttl_s"] = self.ttl_s
+        return out
+
+
+class Queue(Frozen):
+    """Admission control: each replica holds at most ``capacity`` waiting requests.
+
+    A request routed to a replica whose queue is full is rejected and counted.
+    ``capacity: null`` means unbounded; 0 means no waiting at all (Erlang loss system).
+    """
+
+    capacity: int | None = Field(default=None, ge=0, description="Waiting requests per replica; null = unbounded.")
+
+
+class Scaling(Frozen):
+    """How many replicas run, over time.
+
+    - ``fixed``: the pools' replica counts, all the time.
+    - ``autoscale``: every ``interval_s`` the rule sets the count to
+      ``ceil(in_flight / target_in_flight)`` within [min, max]; new replicas serve after
+      ``cold_start_s``; scale-down waits for ``scale_down_stabilization_s``; removed
+      replicas drain their work first.
+    - ``serverless``: instances start on demand (the triggering request waits the cold
+      start), each serves ``concurrency`` requests at once, and stops ``keep_alive_s``
+      after its last request; billed per GB-second plus per request.
+    """
+
+    mode: Literal["fixed", "autoscale", "serverless"] = "fixed"
+    min_replicas: int | None = Field(default=None, ge=0, description="autoscale: fewest replicas (>= 1).")
+    max_replicas: int | None = Field(default=None, ge=1, description="autoscale / serverless: most replicas.")
+    target_in_flight: float | None = Field(default=None, gt=0, description="autoscale: in-flight requests per replica.")
+    interval_s: float = Field(default=15.0, gt=0, description="autoscale: evaluation interval, seconds.")
+    cold_start_s: float = Field(default=0.0, ge=0, description="Time from start of a new replica to its first request.")
+    scale_down_stabilization_s: float = Field(default=300.0, ge=0, description="autoscale: scale-down window.")
+    keep_alive_s: float | None = Field(default=None, ge=0, description="serverless: idle time before an instance stops.")
+    memory_bytes: int | None = Field(default=None, gt=0, description="serverless: memory billed per instance.")
+    price_per_gb_second_usd: float = Field(default=0.0, ge=0, description="serverless: price per GB-second.")
+    price_per_request_usd: float = Field(default=0.0, ge=0, description="serverless: price per request.")
+    billing: Literal["busy", "instance"] = Field(
+        default="busy",
+        description=(
+            "serverless: 'busy' bills GB-seconds while an instance starts or serves a request "
+            "(Lambda, Cloud Run request-based); 'instance' bills its whole life incl. keep-alive."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Scaling:
+        if self.mode == "autoscale":
+            missing = [f for f in ("min_replicas", "max_replicas", "target_in_flight") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"mode 'autoscale' needs {', '.join(missing)}")
+            assert self.min_replicas is not None and self.max_replicas is not None
+            if self.min_replicas < 1:
+                raise ValueError("autoscale needs min_replicas >= 1 (scale to zero is mode 'serverless')")
+            if self.min_replicas > self.max_replicas:
+                raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        elif self.mode == "serverless":
+            missing = [f for f in ("max_replicas", "keep_alive_s") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"mode 'serverless' needs {', '.join(missing)}")
+            if (self.price_per_gb_second_usd > 0) and self.memory_bytes is None:
+                raise ValueError("price_per_gb_second_usd needs memory_bytes")
+        else:
+            extra = [
+                f
+                for f in ("min_replicas", "max_replicas", "target_in_flight", "keep_alive_s")
+                if getattr(self, f) is not None
+            ]
+            if extra:
+                raise ValueError(f"mode 'fixed' takes no {', '.join(extra)}")
+        return self
+
+
+class Pool(Frozen):
+    """A group of identical replicas on one instance type (vertical scaling)."""
+
+    name: str = Field(min_length=1, description="Pool name (unique).")
+    instance_type: str = Field(default="local", description="Instance type, e.g. from a cloud catalog.")
+    replicas: int = Field(ge=0, description="Replicas at start (fixed mode: always).")
+    speed_factor: float = Field(default=1.0, gt=0, description="Service times are divided by this.")
+    price_per_hour_usd: float = Field(default=0.0, ge=0, description="On-demand price of one replica.")
+    concurrency: int | None = Field(default=None, ge=1, description="Overrides the deployment's concurrency.")
+    weight: float | None = Field(default=None, gt=0, description="Balancer weight; default speed_factor × concurrency.")
+
+
+class Faults(Frozen):
+    """Replica failures: exponential time to failure (mean ``mtbf_s``) and to repair."""
+
+    mtbf_s: float = Field(gt=0, description="Mean time between failures of one replica, seconds.")
+    mttr_s: float = Field(gt=0, description="Mean time to repair (includes restart), seconds.")
+    repair: Literal["exponential", "deterministic"] = Field(default="exponential", description="Repair-time law.")
+    on_failure: Literal["retry", "fail"] = Field(
+        default="retry", description="In-flight and queued requests of a failed replica: retry elsewhere or fail."
+    )
+    max_retries: int = Field(default=2, ge=0, description="Retries per request before it fails.")
+
+
+class SLO(Frozen):
+    """Service-level objectives checked against a result (all optional)."""
+
+    p50_latency_s: float | None = Field(default=None, gt=0)
+    p90_latency_s: float | None = Field(default=None, gt=0)
+    p95_latency_s: float | None = Field(default=None, gt=0)
+    p99_latency_s: float | None = Field(default=None, gt=0)
+    max_rejection_ratio: float | None = Field(default=None, ge=0, le=1)
+    max_failure_ratio: float | None = Field(default=None, ge=0, le=1)
+    min_availability: float | None = Field(default=None, ge=0, le=1)
+
+
+class Deployment(Frozen):
+    """A candidate deployment: what the simulator runs and the advisor emits.
+
+    Give either ``replicas`` (one pool named ``default``) or ``pools``.
+    """
+
+    kind: Literal["deployment"] = "deployment"
+    schema_version: Literal[1] = 1
+    name: str = Field(default="deployment", description="A label for reports.")
+    replicas: int | None = Field(default=None, ge=0, description="Replicas of the single default pool.")
+    instance_type: str = Field(default="local", description="Instance type of the single default pool.")
+    price_per_hour_usd: float = Field(default=0.0, ge=0, description="Price of one replica of the default pool.")
+    concurrency: int = Field(default=1, ge=1, description="Requests (or batches) one replica serves at once.")
+    service_time: ServiceTime = Field(description="Service time of one request on a replica of speed 1.")
+    balancer: Balancer = Field(default_factory=Balancer)
+    batching: Batching | None = None
+    cache: Cache | None = None
+    queue: Queue = Field(default_factory=Queue)
+    scaling: Scaling = Field(default_factory=Scaling)
+    pools: tuple[Pool, ...] | None = None
+    faults: Faults | None = None
+    slo: SLO | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Deployment:
+        if (self.replicas is None) == (self.pools is None):
+            raise ValueError("give exactly one of 'replicas' or 'pools'")
+        if self.pools is not None:
+            if not self.pools:
+                raise ValueError("'pools' must hold at least one pool")
+            names = [p.name for p in self.pools]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"pool names must be unique, got {sorted(dup)[0]!r} twice")
+        pools = self.resolved_pools()
+        total = sum(p.replicas for p in pools)
+        mode = self.scaling.mode
+        if mode != "fixed" and len(pools) != 1:
+            raise ValueError(f"scaling mode {mode!r} supports one pool, got {len(pools)}")
+        if mode == "fixed" and total < 1:
+            raise ValueError("a fixed deployment needs at least one replica")
+        if mode == "autoscale":
+            s = self.scaling
+            assert s.min_replicas is not None and s.max_replicas is not None
+            if not s.min_replicas <= total <= s.max_replicas:
+                raise ValueError(
+                    f"replicas ({total}) must lie within [min_replicas, max_replicas] = "
+                    f"[{s.min_replicas}, {s.max_replicas}]"
+                )
+        if mode == "serverless" and self.faults is not None:
+            raise ValueError("faults are not modelled for scaling mode 'serverless'")
+        return self
+
+    def resolved_pools(self) -> tuple[Pool, ...]:
+        """The pools, with the single-pool shorthand expanded into a pool named ``default``."""
+        if self.pools is not None:
+            return self.pools
+        return (
+            Pool(
+                name="default",
+                instance_type=self.instance_type,
+                replicas=self.replicas or 0,
+                price_per_hour_usd=self.price_per_hour_usd,
+            ),
+        )
+
+
+# --------------------------------------------------------------------------- YAML I/O
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: the source, the first invalid field's dotted path, and what was expected."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    got = first.get("input")
+    where = f"field '{loc}'" if loc else "the document"
+    extra = f" (got {got!r})" if first["type"] not in ("missing", "value_error", "model_type") and not isinstance(got, dict) else ""
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"{source}: {where}: {msg}{extra}{more}"
+
+
+_UNION_TAGS = {
+    "exponential",
+    "deterministic",
+    "uniform",
+    "lognormal",
+    "hyperexponential",
+    "empirical",
+    "linear",
+}
+
+
+def parse_deployment(data: Any, source: str = "deployment") -> Deployment:
+    """Validate a mapping (e.g. parsed YAML) into a :class:`Deployment`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of deployment fields, got {type(data).__name__}")
+    try:
+        return Deployment.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_deployment(path: str | Path) -> Deployment:
+    """Read a deployment YAML file; errors name the file and the field.
+
+    An ``empirical`` service time's ``samples_file`` is read here (relative to the file).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read deployment file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}{line}: {problem}") from None
+    dep = parse_deployment(data, str(p))
+    st = dep.service_time
+    if isinstance(st, Empirical) and st.samples_file is not None:
+        sp = (p.parent / st.samples_file) if not Path(st.samples_file).is_absolute() else Path(st.samples_file)
+        samples = _read_samples(sp)
+        dep = dep.model_copy(update={"service_time": Empirical(samples_s=samples)})
+    return dep
+
+
+def _read_samples(path: Path) -> tuple[float, ...]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read samples_file ({err.strerror})") from None
+    out: list[float] = []
+    for n, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            v = float(s)
+        except ValueError:
+            raise ConfigError(f"{path}:{n}: expected a service time in seconds, got {s!r}") from None
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"{path}:{n}: expected a finite service time >= 0, got {s!r}")
+        out.append(v)
+    if not out:
+        raise ConfigError(f"{path}: samples_file holds no samples")
+    return tuple(out)
+
+
+def dump_deployment(dep: Deployment) -> str:
+    """YAML text of a deployment (unset optional parts left out); loads back equal."""
+    data = dep.model_dump(mode="json", exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,51 @@
+"""The one exception tree of servewise.
+
+::
+
+    ServewiseError                 base of everything servewise raises on purpose
+    ├── ConfigError                a deployment / search space is invalid (names the field)
+    ├── TraceError                 a trace file is malformed (names file and line)
+    ├── ArtifactError              an artifact cannot be read (unknown schema, wrong kind)
+    ├── UnknownPolicyError         a policy name is not registered (lists the valid names)
+    └── MissingExtraError          an optional dependency is not installed (says what to install)
+
+Library code raises these; only ``servewise.cli`` turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ServewiseError",
+    "ConfigError",
+    "TraceError",
+    "ArtifactError",
+    "UnknownPolicyError",
+    "MissingExtraError",
+]
+
+
+class ServewiseError(Exception):
+    """Base class: an error whose message is fit to show a user as one line."""
+
+
+class ConfigError(ServewiseError):
+    """A configuration file or object is invalid; the message names the field."""
+
+
+class TraceError(ServewiseError):
+    """A trace file is malformed; the message names the file and the line."""
+
+
+class ArtifactError(ServewiseError):
+    """An artifact (JSON result, profile, ...) has an unknown schema or kind."""
+
+
+class UnknownPolicyError(ServewiseError, KeyError):
+    """A policy name is not registered; the message lists the registered names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingExtraError(ServewiseError, ImportError):
+    """An optional dependency is missing; the message says which extra to install."""

@@ -1,0 +1,63 @@
+"""The decisions, pure and clock-free: load balancers, response caches, autoscaling rules.
+
+Each family is a :class:`Registry` of small classes looked up by name; the simulator
+and the live router build and call the very same objects::
+
+    rng = numpy.random.default_rng(seed)
+    balancer = lb_policies.get("p2c")(rng=rng, d=2)
+    cache = cache_policies.get("lru")(capacity=10_000, ttl_s=60.0)
+    rule = autoscale_rules.get("target_in_flight")(target=8, min_replicas=1, max_replicas=16)
+"""
+
+from __future__ import annotations
+
+from servewise.policies._registry import Registry
+from servewise.policies.balancers import (
+    ConsistentHash,
+    LeastOutstanding,
+    LoadBalancer,
+    PowerOfDChoices,
+    RandomBalancer,
+    ReplicaView,
+    RoundRobin,
+    SmoothWeighted,
+    lb_policies,
+)
+from servewise.policies.caches import (
+    FIFOCache,
+    LRUCache,
+    ResponseCache,
+    TTLCache,
+    cache_policies,
+)
+from servewise.policies.scaling import (
+    FixedReplicas,
+    ScalingRule,
+    TargetInFlight,
+    autoscale_rules,
+)
+
+__all__ = [
+    "Registry",
+    # load balancers
+    "lb_policies",
+    "ReplicaView",
+    "LoadBalancer",
+    "RoundRobin",
+    "RandomBalancer",
+    "LeastOutstanding",
+    "PowerOfDChoices",
+    "ConsistentHash",
+    "SmoothWeighted",
+    # response caches
+    "cache_policies",
+    "ResponseCache",
+    "LRUCache",
+    "TTLCache",
+    "FIFOCache",
+    # autoscaling rules
+    "autoscale_rules",
+    "ScalingRule",
+    "TargetInFlight",
+    "FixedReplicas",
+]

@@ -1,0 +1,265 @@
+"""``SimResult``: the summary, timeline and per-request table of one simulation run."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from servewise import __version__
+from servewise._io import atomic_write, read_json, write_json
+from servewise.config import SLO, dump_deployment
+from servewise.errors import ArtifactError
+from servewise.stats import summarize
+
+from ._engine import CACHE_HIT, COMPLETED, FAILED, REJECTED, STATUS_NAMES, RawResult
+
+__all__ = ["SimResult", "SCHEMA_VERSION", "load_result"]
+
+SCHEMA_VERSION = 1
+KIND = "sim_result"
+_GIB = float(2**30)
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """A simulation's outcome: ``data`` is the JSON document, ``requests`` the per-request table."""
+
+    data: dict[str, Any]
+    requests: pd.DataFrame
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.data["summary"]
+
+    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``result.json`` and ``requests.csv`` atomically into ``out_dir``."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        csv_path = d / "requests.csv"
+        atomic_write(csv_path, lambda f: self.requests.to_csv(f, index=False, lineterminator="\n"))
+        json_path = d / "result.json"
+        write_json(json_path, self.data)
+        return json_path, csv_path
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    """Read a ``result.json``; an unknown kind or schema version is an :class:`ArtifactError`."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{path}: cannot read simulation result ({err})") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ArtifactError(f"{path}: expected kind '{KIND}', got {data.get('kind') if isinstance(data, dict) else data!r}")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: unknown schema_version {data.get('schema_version')!r}; this servewise reads {SCHEMA_VERSION}"
+        )
+    return data
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b > 0 else None
+
+
+def _alive_integral(timeline: list[tuple[float, int]], t0: float, t1: float) -> tuple[float, int]:
+    """(∫ replicas dt over [t0, t1], max replicas) of a step timeline."""
+    total = 0.0
+    peak = 0
+    for k, (t, n) in enumerate(timeline):
+        nxt = timeline[k + 1][0] if k + 1 < len(timeline) else math.inf
+        a, b = max(t, t0), min(nxt, t1)
+        if b > a:
+            total += n * (b - a)
+        if t <= t1:
+            peak = max(peak, n)
+    return total, peak
+
+
+def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
+    """Summarise an engine run. Requests arriving before ``warmup_s`` are left out of the summary."""
+    trace = raw.trace
+    dep = raw.deployment
+    arrival = trace.arrival_s
+    status = raw.status
+    counted = arrival >= warmup_s
+    st = status[counted]
+    served = (st == COMPLETED) | (st == CACHE_HIT)
+    n_req = int(counted.sum())
+    n_completed = int(served.sum())
+    n_hits = int((st == CACHE_HIT).sum())
+    n_rejected = int((st == REJECTED).sum())
+    n_failed = int((st == FAILED).sum())
+
+    lat = (raw.end_s - arrival)[counted][served]
+    on_replica = st == COMPLETED
+    queue = (raw.start_s - raw.dispatch_s - raw.cold_start_s)[counted][on_replica]
+    queue = np.maximum(queue, 0.0)
+    cold = raw.cold_start_s[counted][on_replica]
+
+    t0 = float(arrival[counted][0]) if n_req else float(warmup_s)
+    horizon = raw.horizon_s
+    duration = max(horizon - t0, 0.0)
+
+    # replica-time, busy time, availability and cost per pool
+    pools = dep.resolved_pools()
+    per_pool: list[dict[str, Any]] = []
+    total_cost = 0.0
+    total_up = 0.0
+    total_down = 0.0
+    total_busy = 0.0
+    total_cap = 0.0
+    for pi, pool in enumerate(pools):
+        reps = [r for r in raw.replicas if r.pool == pi]
+        alive_s = sum(min(r.ended_at if r.ended_at is not None else horizon, horizon) - r.launched_at for r in reps)
+        alive_s = max(alive_s, 0.0)
+        starting_s = sum(max(0.0, min(r.ready_at, horizon) - r.launched_at) for r in reps)
+        down_s = sum(r.down_s for r in reps)
+        up_s = max(alive_s - starting_s - down_s, 0.0)
+        busy_s = sum(r.busy_s for r in reps)
+        conc = pool.concurrency if pool.concurrency is not None else dep.concurrency
+        billed_s = sum((r.ended_at if r.ended_at is not None else horizon) - r.launched_at for r in reps)
+        cost = pool.price_per_hour_usd * billed_s / 3600.0
+        total_cost += cost
+        total_up += up_s
+        total_down += down_s
+        total_busy += busy_s
+        total_cap += up_s * conc
+        per_pool.append(
+            {
+                "name": pool.name,
+                "instance_type": pool.instance_type,
+                "speed_factor": pool.speed_factor,
+                "replicas_launched": len(reps),
+                "replica_seconds": alive_s,
+                "busy_slot_seconds": busy_s,
+                "utilisation": _ratio(busy_s, up_s * conc),
+                "requests": int(((raw.pool == pi) & (status == COMPLETED)).sum()),
+                "cost_usd": cost,
+            }
+        )
+
+    serverless: dict[str, Any] | None = None
+    sc = dep.scaling
+    if sc.mode == "serverless":
+        lifetime_s = sum((r.ended_at or 0.0) - r.launched_at for r in raw.replicas)
+        billed_seconds = raw.serverless_busy_s if sc.billing == "busy" else lifetime_s
+        gb = (sc.memory_bytes or 0) / _GIB
+        gb_s = billed_seconds * gb
+        billed_requests = int(((status == COMPLETED) | ((status == FAILED) & (raw.replica >= 0))).sum())
+        cost = gb_s * sc.price_per_gb_second_usd + billed_requests * sc.price_per_request_usd
+        total_cost += cost
+        serverless = {
+            "billing": sc.billing,
+            "billed_seconds": billed_seconds,
+            "gb_seconds": gb_s,
+            "billed_requests": billed_requests,
+            "cost_usd": cost,
+        }
+
+    mean_replicas_int, max_replicas = _alive_integral(raw.timeline, 0.0, horizon)
+    cold_wait = raw.cold_start_s[counted] > 0
+    summary: dict[str, Any] = {
+        "requests": n_req,
+        "completed": n_completed,
+        "cache_hits": n_hits,
+        "rejected": n_rejected,
+        "failed": n_failed,
+        "rejection_ratio": _ratio(n_rejected, n_req),
+        "failure_ratio": _ratio(n_failed, n_req),
+        "latency_s": summarize(lat),
+        "queue_s": summarize(queue),
+        "cold_start_s": summarize(cold),
+        "cold_start_requests": int(cold_wait.sum()),
+        "throughput_rps": _ratio(n_completed, duration),
+        "cache_hit_ratio": _ratio(raw.cache_hits, raw.cache_lookups) if dep.cache is not None else None,
+        "cold_starts": raw.cold_starts,
+        "restarts": raw.restarts,
+        "retries": int(raw.retries[counted].sum()),
+        "mean_replicas": mean_replicas_int / horizon if horizon > 0 else float(max_replicas),
+        "max_replicas": max_replicas,
+        "utilisation": _ratio(total_busy, total_cap),
+        "availability": _ratio(total_up, total_up + total_down),
+        "duration_s": duration,
+        "cost_usd": total_cost,
+        "cost_per_million_requests_usd": _ratio(total_cost * 1e6, n_completed),
+        "warmup_s": warmup_s,
+    }
+
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "tool": "servewise",
+            "version": __version__,
+            "seed": raw.seed,
+            "deployment_name": dep.name,
+            "deployment_sha256": hashlib.sha256(dump_deployment(dep).encode()).hexdigest(),
+            "trace_source": trace.source,
+            "trace_sha256": trace.content_hash(),
+            "trace_requests": len(trace),
+        },
+        "summary": summary,
+        "pools": per_pool,
+        "serverless": serverless,
+        "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
+        "slo": _check_slo(dep.slo, summary) if dep.slo is not None else None,
+    }
+
+    latency = raw.end_s - arrival
+    queue_all = np.where(np.isnan(raw.start_s), np.nan, np.maximum(raw.start_s - raw.dispatch_s - raw.cold_start_s, 0.0))
+    table = pd.DataFrame(
+        {
+            "id": np.arange(len(trace)),
+            "arrival_s": arrival,
+            "status": np.asarray(STATUS_NAMES, dtype=object)[status],
+            "pool": np.where(raw.pool >= 0, np.asarray([p.name for p in pools] + [""], dtype=object)[raw.pool], ""),
+            "replica": np.where(raw.replica >= 0, raw.replica, -1),
+            "dispatch_s": raw.dispatch_s,
+            "start_s": raw.start_s,
+            "end_s": raw.end_s,
+            "latency_s": latency,
+            "queue_s": queue_all,
+            "cold_start_s": raw.cold_start_s,
+            "retries": raw.retries,
+            "batch_size": raw.batch_size,
+            "input_tokens": trace.input_tokens,
+            "output_tokens": trace.output_tokens,
+            "traffic_class": np.asarray(trace.class_names, dtype=object)[trace.traffic_class],
+            "warmup": ~counted,
+        }
+    )
+    table.loc[table["replica"] < 0, "replica"] = pd.NA
+    table["replica"] = table["replica"].astype("Int64")
+    return SimResult(data=data, requests=table)
+
+
+_SLO_FIELDS = {
+    "p50_latency_s": ("latency_s", "p50", "max"),
+    "p90_latency_s": ("latency_s", "p90", "max"),
+    "p95_latency_s": ("latency_s", "p95", "max"),
+    "p99_latency_s": ("latency_s", "p99", "max"),
+    "max_rejection_ratio": ("rejection_ratio", None, "max"),
+    "max_failure_ratio": ("failure_ratio", None, "max"),
+    "min_availability": ("availability", None, "min"),
+}
+
+
+def _check_slo(slo: SLO, summary: dict[str, Any]) -> dict[str, Any]:
+    """Each set SLO: its limit, the value, pass/fail. A missing value is a failure, never a pass."""
+    checks: dict[str, Any] = {}
+    for name, (key, sub, kind) in _SLO_FIELDS.items():
+        limit = getattr(slo, name)
+        if limit is None:
+            continue
+        value = summary.get(key)
+        if sub is not None and isinstance(value, dict):
+            value = value.get(sub)
+        ok = value is not None and (value <= limit if kind == "max" else value >= limit)
+        checks[name] = {"limit": limit, "value": value, "pass": bool(ok)}
+    return {"pass": all(c["pass"] for c in checks.values()), "checks": checks}
