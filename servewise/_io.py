@@ -9,23 +9,43 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "write_json", "read_json"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> None:
-    """Call ``write(f)`` on a temp file beside ``path`` and rename it over ``path``.
+    """Call ``write(f)`` on a text temp file beside ``path`` and rename it over ``path``.
 
     An interrupted run leaves the old file (or none), never a half-written one.
     """
+    _atomic(path, lambda fd: _with_text(fd, write))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+
+    def write(fd: int) -> None:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(path, write)
+
+
+def _with_text(fd: int, write: Callable[[IO[str]], None]) -> None:
+    with os.fdopen(fd, "w", newline="") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _atomic(path: str | Path, write_fd: Callable[[int], None]) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        write_fd(fd)
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -42,7 +62,10 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text))
+    def write(f: IO[str]) -> None:
+        f.write(text)
+
+    atomic_write(path, write)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from servewise._io import atomic_write_bytes
 from servewise._trace_model import Trace
 from servewise.errors import ConfigError, TraceError
 
@@ -144,7 +144,16 @@ def _container_of(path: Path, data: bytes) -> str:
     return "jsonl" if data.lstrip()[:1] == b"{" else "csv"
 
 
+def _utf8(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(f"{name}:{line}: expected UTF-8 text, got {exc.reason}") from None
+
+
 def _read_csv(data: bytes, name: str) -> _Table:
+    _utf8(data, name)
     if not data.strip():
         raise TraceError(f"{name}:1: expected a CSV header line, got an empty file")
     if b'"' not in data:  # no quoting: one row per physical line, so pandas is exact
@@ -159,8 +168,6 @@ def _read_csv(data: bytes, name: str) -> _Table:
             )
         except pd.errors.ParserError:  # a row with too many fields: take the exact path
             df = None
-        except UnicodeDecodeError as exc:
-            raise TraceError(f"{name}: expected UTF-8 text, got {exc.reason}") from None
         if df is not None and not isinstance(df.index, pd.RangeIndex):
             df = None  # pandas took the first column as an index: a row has extra fields
         if df is not None:
@@ -169,7 +176,13 @@ def _read_csv(data: bytes, name: str) -> _Table:
                 lines.pop()
             body = lines[1:]
             if lines[0].strip() and len(body) == len(df):
-                blank = np.fromiter((not ln.strip() for ln in body), dtype=bool, count=len(body))
+                # a blank line reads as a row of empty cells: find them among such rows
+                maybe = np.ones(len(df), dtype=bool)
+                for c in df.columns[1:]:
+                    maybe &= df[c].to_numpy(dtype=object) == ""
+                blank = np.zeros(len(df), dtype=bool)
+                for i in np.flatnonzero(maybe).tolist():
+                    blank[i] = not body[i].strip()
                 keep = np.flatnonzero(~blank)
                 cells = {str(c): df[c].to_numpy(dtype=object)[keep] for c in df.columns}
                 return _Table(
@@ -185,10 +198,7 @@ def _read_csv(data: bytes, name: str) -> _Table:
 
 def _read_csv_exact(data: bytes, name: str) -> _Table:
     """The csv module, for quoted fields and ragged rows (slower, line numbers exact)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TraceError(f"{name}: expected UTF-8 text, got {exc.reason}") from None
+    text = _utf8(data, name)
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     header_line = 0
@@ -235,17 +245,17 @@ def _read_jsonl(data: bytes, name: str) -> _Table:
     errors: dict[int, str] = {}
     header: tuple[str, ...] | None = None
     header_line = 1
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+    text = _utf8(data, name)
+    decode = json.JSONDecoder().decode
+    for lineno, raw in enumerate(text.split("\n"), start=1):
         raw = raw.strip()
         if not raw:
             continue
         obj: Any
         try:
-            obj = json.loads(raw)
+            obj = decode(raw)
         except json.JSONDecodeError as exc:
             obj, why = None, f"invalid JSON ({exc.msg} at column {exc.colno})"
-        except ValueError as exc:  # undecodable bytes
-            obj, why = None, f"invalid text ({exc})"
         else:
             why = f"a JSON {type(obj).__name__}"
         if isinstance(obj, dict):
@@ -271,15 +281,18 @@ def _read_jsonl(data: bytes, name: str) -> _Table:
 # -- cell conversion -------------------------------------------------------------------
 
 
-def _numeric(raw: np.ndarray) -> np.ndarray:
+def _numeric(raw: np.ndarray, container: str) -> np.ndarray:
     """float64 values of the cells; NaN where a cell is not a number."""
-    try:
-        num = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce")
-        out = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    except (TypeError, ValueError):  # exotic cells (lists, dicts): one by one
-        out = np.array([_one_number(v) for v in raw], dtype=np.float64)
+    try:  # fast path: every cell is a number (float() rounds correctly, so floats round-trip)
+        out = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        try:
+            num = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce")
+            out = num.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):  # exotic cells (lists, dicts): one by one
+            out = np.array([_one_number(v) for v in raw], dtype=np.float64)
     # JSON booleans are not numbers
-    if raw.size and any(isinstance(v, bool) for v in raw):
+    if container == "jsonl" and any(isinstance(v, bool) for v in raw):
         out[np.fromiter((isinstance(v, bool) for v in raw), dtype=bool, count=raw.size)] = np.nan
     return out
 
@@ -335,7 +348,7 @@ def _convert(field: _Field, raw: np.ndarray, container: str) -> tuple[Any, np.nd
     """(values, bad-row mask) of one column."""
     kind = field.kind
     if kind in ("seconds", "millis", "count"):
-        v = _numeric(raw)
+        v = _numeric(raw, container)
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(v) | (v < 0)
             if kind == "count":
@@ -345,6 +358,8 @@ def _convert(field: _Field, raw: np.ndarray, container: str) -> tuple[Any, np.nd
         ns = _datetime_ns(raw)
         return ns, ns == np.iinfo(np.int64).min
     if kind == "label":
+        if container == "csv":  # cells are already strings
+            return raw, raw == ""
         bad = np.fromiter(
             (v is None or v == "" or isinstance(v, (list, dict)) for v in raw),
             dtype=bool,
@@ -619,21 +634,4 @@ def save_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
     data = text.encode("utf-8")
     if gz:
         data = gzip.compress(data, mtime=0)
-    _atomic_write(p, data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(p, data)

@@ -139,15 +139,16 @@ def test_gzip_is_transparent(tmp_path):
 
 def test_default_trace_is_first_10_minutes_of_azure_conv():
     path = default_trace_path()
-    original = real("azure_llm_2023_conv.csv").read_bytes()
-    excerpt = path.read_bytes()
-    assert original.startswith(excerpt)  # byte-identical rows, original format
     tr = load_trace(path)
-    full = load_trace(real("azure_llm_2023_conv.csv"))
-    assert len(tr) == int(np.sum(full.arrival_s < 600.0)) == 2_867
-    assert tr.content_hash() == full.window(0, 600).content_hash()
+    assert len(tr) == 2_867 and tr.arrival_s[0] == 0.0 and 599 < tr.arrival_s[-1] < 600
+    assert path.read_bytes().startswith(b"TIMESTAMP,ContextTokens,GeneratedTokens\r\n")
     notice = (path.parent / "NOTICE.md").read_text()
     assert "CC-BY-4.0" in notice and "Splitwise" in notice and "Patel" in notice
+    original = real("azure_llm_2023_conv.csv")
+    assert original.read_bytes().startswith(path.read_bytes())  # byte-identical rows, original format
+    full = load_trace(original)
+    assert int(np.sum(full.arrival_s < 600.0)) == len(tr)
+    assert tr.content_hash() == full.window(0, 600).content_hash()
 
 
 def test_burstgpt_fixture():
@@ -398,6 +399,14 @@ def test_unknown_format_lists_supported(tmp_path):
         load_trace(tmp_path / "missing.csv")
 
 
+def test_invalid_utf8_names_the_line(tmp_path):
+    for name, body in (("u.csv", GEN.encode() + b"0,1,1\n1,\xff,1\n"), ("u.jsonl", MC0.encode() + b'{"x": "\xff"}\n')):
+        p = write(tmp_path, name, body)
+        with pytest.raises(TraceError, match=rf"^{p}:\d: expected UTF-8") as ei:
+            load_trace(p)
+        assert str(ei.value).startswith(f"{p}:{2 if name.endswith('jsonl') else 3}:")
+
+
 def test_auto_detects_by_content_without_extension(tmp_path):
     j = write(tmp_path, "trace.data", MC0)
     assert load_trace(j).prefix_blocks == ((0,),)
@@ -586,6 +595,24 @@ def test_repeat():
         tr.repeat(0)
     with pytest.raises(ConfigError, match="at least 2"):
         trace([1.0]).repeat(2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrival=st.lists(st.floats(0, 1e6, allow_nan=False), min_size=2, max_size=30).map(sorted),
+    cut=st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)).map(sorted),
+    times=st.integers(1, 4),
+)
+def test_transformation_invariants(arrival, cut, times):
+    tr = trace(arrival)
+    t = np.asarray(arrival)
+    w = tr.window(cut[0], cut[1], rebase=False)
+    assert w.arrival_s.tolist() == t[(t >= cut[0]) & (t < cut[1])].tolist()
+    assert np.allclose(tr.window(cut[0], cut[1]).arrival_s, w.arrival_s - cut[0])
+    r = tr.repeat(times)
+    assert len(r) == times * len(tr) and np.all(np.diff(r.arrival_s) >= 0)
+    assert r.duration_s == pytest.approx(times * tr.duration_s + (times - 1) * tr.duration_s / (len(tr) - 1))
+    assert tr.scale_rate(4.0).duration_s == pytest.approx(tr.duration_s / 4.0)
 
 
 def test_content_hash_covers_columns_not_provenance():

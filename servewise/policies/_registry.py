@@ -33,7 +33,8 @@ class Registry(Generic[T]):
 
         return deco
 
-    def get(self, name: str) -> type[T]:
+    def get(self, name: str) -> Callable[..., T]:
+        """The policy class registered as ``name`` (call it with the policy's parameters)."""
         try:
             return self._items[name]
         except KeyError:
