@@ -329,6 +329,8 @@ class Scaling(Frozen):
     interval_s: float = Field(default=15.0, gt=0, description="autoscale: evaluation interval, seconds.")
     cold_start_s: float = Field(default=0.0, ge=0, description="Time from start of a new replica to its first request.")
     scale_down_stabilization_s: float = Field(default=300.0, ge=0, description="autoscale: scale-down window.")
+    scale_up_stabilization_s: float = Field(default=0.0, ge=0, description="autoscale: scale-up window.")
+    tolerance: float = Field(default=0.1, ge=0, description="autoscale: no change within ±tolerance of the target.")
     keep_alive_s: float | None = Field(default=None, ge=0, description="serverless: idle time before an instance stops.")
     memory_bytes: int | None = Field(default=None, gt=0, description="serverless: memory billed per instance.")
     price_per_gb_second_usd: float = Field(default=0.0, ge=0, description="serverless: price per GB-second.")

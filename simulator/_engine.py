@@ -28,7 +28,7 @@ import simpy
 
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
-from servewise.policies import autoscale_rules, cache_policies, lb_policies
+from servewise.policies import autoscale_rules, batching_rules, cache_policies, lb_policies
 from servewise.trace import Request, Trace
 
 from ._service import ServiceModel
@@ -192,7 +192,9 @@ class Engine:
         bat = deployment.batching
         self.batching = bat is not None and (bat.max_batch_size > 1 or bat.max_wait_s > 0)
         self.max_batch = bat.max_batch_size if bat else 1
-        self.max_wait = bat.max_wait_s if bat else 0.0
+        self.batcher = (
+            batching_rules.get("dynamic")(max_batch_size=bat.max_batch_size, max_wait_s=bat.max_wait_s) if bat else None
+        )
         if self.batching and self.qcap is not None and self.qcap < self.max_batch:
             raise ConfigError(
                 f"queue.capacity ({self.qcap}) must be >= batching.max_batch_size ({self.max_batch}): "
@@ -231,7 +233,9 @@ class Engine:
     def _concurrency(self, pool: Pool) -> int:
         return pool.concurrency if pool.concurrency is not None else self.dep.concurrency
 
-    def _launch(self, pool_idx: int, now: float, cold_start_s: float) -> Replica:
+    def _launch(self, pool_idx: int, now: float, cold_start_s: float, *, initial: bool = False) -> Replica:
+        """Start a replica at ``now``, serving from ``now + cold_start_s``; every launch
+        after the initial fleet counts as a cold start."""
         pool = self.pools[pool_idx]
         conc = self._concurrency(pool)
         weight = pool.weight if pool.weight is not None else pool.speed_factor * conc
@@ -239,8 +243,9 @@ class Engine:
         self._next_id += 1
         self.replicas.append(r)
         self.events.append((now, 1))
-        if cold_start_s > 0:
+        if not initial:
             self.cold_starts += 1
+        if cold_start_s > 0:
             if self.mode != "serverless":  # serverless routes to starting instances itself
                 ev = self.env.timeout(max(0.0, r.ready_at - self.env.now))
                 ev.callbacks.append(lambda _ev: self._rebuild_routable(r.ready_at))
@@ -345,17 +350,18 @@ class Engine:
         """Dispatch batches on ``r`` that are due at ``now``; arm a timer for the next decision."""
         bq = r.bq
         slots = r.slots
-        B = self.max_batch
+        batcher = self.batcher
+        assert batcher is not None
         while bq:
             free = slots[0]
             if free > now:
                 self._arm(r, free)
                 return
-            deadline = self.dispatch[bq[0]] + self.max_wait
-            if len(bq) < B and now < deadline:
-                self._arm(r, deadline)
+            take, wake_s = batcher.decide(len(bq), self.dispatch[bq[0]], now)
+            if take == 0:
+                if wake_s is not None:
+                    self._arm(r, wake_s)
                 return
-            take = B if len(bq) >= B else len(bq)
             self._dispatch_batch(r, [bq.popleft() for _ in range(take)], now)
 
     def _dispatch_batch(self, r: Replica, members: list[int], start: float) -> None:
@@ -494,6 +500,8 @@ class Engine:
             min_replicas=sc.min_replicas,
             max_replicas=sc.max_replicas,
             scale_down_stabilization_s=sc.scale_down_stabilization_s,
+            scale_up_stabilization_s=sc.scale_up_stabilization_s,
+            tolerance=sc.tolerance,
         )
         env = self.env
         while True:
@@ -587,7 +595,7 @@ class Engine:
         env = self.env
         for pi, pool in enumerate(self.pools):
             for _ in range(pool.replicas):
-                self._launch(pi, 0.0, 0.0)
+                self._launch(pi, 0.0, 0.0, initial=True)
         self._rebuild_routable(0.0)
         self._end_ev = env.event()
         env.process(self._arrivals())

@@ -1,4 +1,4 @@
-"""The decisions, pure and clock-free: load balancers, response caches, autoscaling rules.
+"""The decisions, pure and clock-free: load balancers, response caches, batching and autoscaling rules.
 
 Each family is a :class:`Registry` of small classes looked up by name; the simulator
 and the live router build and call the very same objects::
@@ -6,6 +6,7 @@ and the live router build and call the very same objects::
     rng = numpy.random.default_rng(seed)
     balancer = lb_policies.get("p2c")(rng=rng, d=2)
     cache = cache_policies.get("lru")(capacity=10_000, ttl_s=60.0)
+    batching = batching_rules.get("dynamic")(max_batch_size=8, max_wait_s=0.005)
     rule = autoscale_rules.get("target_in_flight")(target=8, min_replicas=1, max_replicas=16)
 """
 
@@ -23,6 +24,7 @@ from servewise.policies.balancers import (
     SmoothWeighted,
     lb_policies,
 )
+from servewise.policies.batching import BatchDecision, BatchingRule, DynamicBatching, batching_rules
 from servewise.policies.caches import (
     FIFOCache,
     LRUCache,
@@ -55,6 +57,11 @@ __all__ = [
     "LRUCache",
     "TTLCache",
     "FIFOCache",
+    # batching rules
+    "batching_rules",
+    "BatchingRule",
+    "BatchDecision",
+    "DynamicBatching",
     # autoscaling rules
     "autoscale_rules",
     "ScalingRule",

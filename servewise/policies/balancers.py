@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
-from servewise.errors import ConfigError
+from servewise.policies._params import check_float, check_int, check_rng
 from servewise.policies._registry import Registry
 
 if TYPE_CHECKING:
@@ -77,40 +77,6 @@ class LoadBalancer(Protocol):
 
 lb_policies: Registry[LoadBalancer] = Registry("load balancer")
 """Every load balancer by name: ``lb_policies.get("p2c")(rng=rng, d=2)``."""
-
-
-# --------------------------------------------------------------------------- params
-# Shared by caches.py and scaling.py (private to servewise.policies).
-
-
-def _bad(policy: str, param: str, expected: str, value: object) -> ConfigError:
-    return ConfigError(f"The {param!r} parameter of {policy} must be {expected}. Got {value!r} instead.")
-
-
-def _check_int(policy: str, param: str, value: object, minimum: int) -> int:
-    """``value`` as an int >= ``minimum`` (bools are refused), else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise _bad(policy, param, f"an int >= {minimum}", value)
-    return int(value)
-
-
-def _check_float(policy: str, param: str, value: object, minimum: float, *, strict: bool = False) -> float:
-    """``value`` as a finite float >= ``minimum`` (> if ``strict``), else ConfigError."""
-    op = ">" if strict else ">="
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-        or (value <= minimum if strict else value < minimum)
-    ):
-        raise _bad(policy, param, f"a float {op} {minimum:g}", value)
-    return float(value)
-
-
-def _check_rng(policy: str, rng: object) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise _bad(policy, "rng", "a numpy.random.Generator", type(rng).__name__)
-    return rng
 
 
 # --------------------------------------------------------------------------- helpers
@@ -184,7 +150,7 @@ class RoundRobin:
     name: ClassVar[str]
 
     def __init__(self, *, rng: np.random.Generator) -> None:
-        _check_rng("round_robin", rng)
+        check_rng("round_robin", rng)
         self._last_id: int | None = None
         self._last_idx = -1
 
@@ -217,7 +183,7 @@ class RandomBalancer:
     name: ClassVar[str]
 
     def __init__(self, *, rng: np.random.Generator) -> None:
-        self._u = _Uniforms(_check_rng("random", rng))
+        self._u = _Uniforms(check_rng("random", rng))
 
     def choose(self, replicas: Sequence[ReplicaView], request: Request) -> int:
         n = len(replicas)
@@ -238,7 +204,7 @@ class LeastOutstanding:
     name: ClassVar[str]
 
     def __init__(self, *, rng: np.random.Generator) -> None:
-        self._u = _Uniforms(_check_rng("least_outstanding", rng))
+        self._u = _Uniforms(check_rng("least_outstanding", rng))
 
     def choose(self, replicas: Sequence[ReplicaView], request: Request) -> int:
         return _least_outstanding(replicas, self._u)
@@ -258,9 +224,9 @@ class PowerOfDChoices:
     name: ClassVar[str]
 
     def __init__(self, *, rng: np.random.Generator, d: int = 2) -> None:
-        self.d = _check_int("p2c", "d", d, 1)
+        self.d = check_int("p2c", "d", d, 1)
         """Replicas sampled per choice."""
-        self._u = _Uniforms(_check_rng("p2c", rng))
+        self._u = _Uniforms(check_rng("p2c", rng))
 
     def choose(self, replicas: Sequence[ReplicaView], request: Request) -> int:
         n = len(replicas)
@@ -337,10 +303,10 @@ class ConsistentHash:
         virtual_nodes: int = 100,
         load_bound: float | None = None,
     ) -> None:
-        _check_rng("consistent_hash", rng)
-        self.virtual_nodes = _check_int("consistent_hash", "virtual_nodes", virtual_nodes, 1)
+        check_rng("consistent_hash", rng)
+        self.virtual_nodes = check_int("consistent_hash", "virtual_nodes", virtual_nodes, 1)
         """Ring points per replica; more points give a more even key spread."""
-        self.load_bound = None if load_bound is None else _check_float("consistent_hash", "load_bound", load_bound, 1.0)
+        self.load_bound = None if load_bound is None else check_float("consistent_hash", "load_bound", load_bound, 1.0)
         """Max load as a multiple of the mean (None: unbounded, plain consistent hashing)."""
         self._ids: list[int] = []
         self._index: dict[int, int] = {}
@@ -416,7 +382,7 @@ class SmoothWeighted:
     name: ClassVar[str]
 
     def __init__(self, *, rng: np.random.Generator) -> None:
-        _check_rng("weighted", rng)
+        check_rng("weighted", rng)
         self._ids: list[int] = []
         self._scores: list[float] = []
 

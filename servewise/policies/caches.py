@@ -19,8 +19,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import ClassVar, Protocol
 
+from servewise.policies._params import check_float, check_int
 from servewise.policies._registry import Registry
-from servewise.policies.balancers import _check_float, _check_int
 
 __all__ = [
     "ResponseCache",
@@ -62,7 +62,7 @@ class _CacheBase:
     name: ClassVar[str]
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = _check_int(self.name, "capacity", capacity, 1)
+        self.capacity = check_int(self.name, "capacity", capacity, 1)
         """Maximum number of entries held at once."""
         self.hits = 0
         """``get`` calls that found a live entry."""
@@ -101,7 +101,7 @@ class LRUCache(_CacheBase):
 
     def __init__(self, *, capacity: int, ttl_s: float | None = None) -> None:
         super().__init__(capacity)
-        self.ttl_s = None if ttl_s is None else _check_float("lru", "ttl_s", ttl_s, 0.0, strict=True)
+        self.ttl_s = None if ttl_s is None else check_float("lru", "ttl_s", ttl_s, 0.0, strict=True)
         """Lifetime of an entry from insertion, in seconds (None: no expiry)."""
 
     def get(self, key: Hashable, now_s: float) -> bool:
@@ -146,7 +146,7 @@ class TTLCache(_CacheBase):
 
     def __init__(self, *, capacity: int, ttl_s: float) -> None:
         super().__init__(capacity)
-        self.ttl_s = _check_float("ttl", "ttl_s", ttl_s, 0.0, strict=True)
+        self.ttl_s = check_float("ttl", "ttl_s", ttl_s, 0.0, strict=True)
         """Lifetime of an entry from insertion, in seconds."""
 
     def get(self, key: Hashable, now_s: float) -> bool:

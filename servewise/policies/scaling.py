@@ -14,8 +14,8 @@ from collections import deque
 from typing import ClassVar, Protocol
 
 from servewise.errors import ConfigError
+from servewise.policies._params import check_float, check_int
 from servewise.policies._registry import Registry
-from servewise.policies.balancers import _check_float, _check_int
 
 __all__ = [
     "ScalingRule",
@@ -72,24 +72,24 @@ class TargetInFlight:
         tolerance: float = 0.1,
     ) -> None:
         policy = "target_in_flight"
-        self.target = _check_float(policy, "target", target, 0.0, strict=True)
+        self.target = check_float(policy, "target", target, 0.0, strict=True)
         """In-flight requests wanted per replica."""
-        self.min_replicas = _check_int(policy, "min_replicas", min_replicas, 0)
+        self.min_replicas = check_int(policy, "min_replicas", min_replicas, 0)
         """Lower clamp of the answer (0 allows scale to zero)."""
-        self.max_replicas = _check_int(policy, "max_replicas", max_replicas, 1)
+        self.max_replicas = check_int(policy, "max_replicas", max_replicas, 1)
         """Upper clamp of the answer."""
         if self.max_replicas < self.min_replicas:
             raise ConfigError(
                 f"The 'max_replicas' parameter of {policy} must be an int >= "
                 f"min_replicas ({self.min_replicas}). Got {max_replicas!r} instead."
             )
-        self.scale_down_stabilization_s = _check_float(
+        self.scale_down_stabilization_s = check_float(
             policy, "scale_down_stabilization_s", scale_down_stabilization_s, 0.0
         )
         """Window (s) whose largest proposal bounds a decrease."""
-        self.scale_up_stabilization_s = _check_float(policy, "scale_up_stabilization_s", scale_up_stabilization_s, 0.0)
+        self.scale_up_stabilization_s = check_float(policy, "scale_up_stabilization_s", scale_up_stabilization_s, 0.0)
         """Window (s) whose smallest proposal bounds an increase."""
-        self.tolerance = _check_float(policy, "tolerance", tolerance, 0.0)
+        self.tolerance = check_float(policy, "tolerance", tolerance, 0.0)
         """Relative deviation from the target that causes no change."""
         self._history: deque[tuple[float, int]] = deque()  # (now_s, proposal), by time
 
@@ -125,7 +125,7 @@ class FixedReplicas:
     name: ClassVar[str]
 
     def __init__(self, *, replicas: int) -> None:
-        self.replicas = _check_int("fixed", "replicas", replicas, 1)
+        self.replicas = check_int("fixed", "replicas", replicas, 1)
         """The replica count, always."""
 
     def desired(self, now_s: float, current: int, in_flight: int) -> int:
