@@ -387,7 +387,9 @@ class Faults(Frozen):
     """Replica failures: exponential time to failure (mean ``mtbf_s``) and to repair."""
 
     mtbf_s: float = Field(gt=0, description="Mean time between failures of one replica, seconds.")
-    mttr_s: float = Field(gt=0, description="Mean time to repair (includes restart), seconds.")
+    mttr_s: float = Field(
+        gt=0, description="Mean time to repair, seconds; the repaired replica then reloads (scaling.cold_start_s)."
+    )
     repair: Literal["exponential", "deterministic"] = Field(default="exponential", description="Repair-time law.")
     on_failure: Literal["retry", "fail"] = Field(
         default="retry", description="In-flight and queued requests of a failed replica: retry elsewhere or fail."

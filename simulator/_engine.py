@@ -66,6 +66,7 @@ class Replica:
         "busy_s",
         "down_s",
         "down_since",
+        "starting_s",
         "state",
     )
 
@@ -88,6 +89,7 @@ class Replica:
         self.busy_s = 0.0  # slot-seconds spent serving
         self.down_s = 0.0
         self.down_since = 0.0
+        self.starting_s = ready_at - launched_at  # time spent (re)loading the model
         self.state = _UP
 
 
@@ -305,7 +307,8 @@ class Engine:
             w = r.waiting
             while w and w[0] <= now:
                 w.popleft()
-            if start > now:
+            # waiting for a free slot counts against the queue; waiting for a cold start does not
+            if start > now and start > r.ready_at:
                 if len(w) >= qcap:
                     self._reject(i, now)
                     return False
@@ -478,8 +481,12 @@ class Engine:
             sync(t)
             arrive(i, t)
         # drain: step through the remaining completions and timers
+        done = self.done
+        attempt = self.attempt
         while True:
-            nxt = self.done[0][0] if self.done else _INF
+            while done and done[0][2] != attempt[done[0][1]]:  # aborted by a failure: not a completion
+                heapq.heappop(done)
+            nxt = done[0][0] if done else _INF
             if nxt == _INF and not any(r.bq for r in self.replicas):
                 break
             target = min(nxt, env.peek())
@@ -547,12 +554,19 @@ class Engine:
                 return
             now = env.now
             r.down_s += now - r.down_since
+            # repaired: the replica reloads the model before it serves again
+            cold = self.dep.scaling.cold_start_s
             r.state = _UP
-            r.slots = [now] * r.concurrency
+            r.ready_at = now + cold
+            r.starting_s += cold
+            r.slots = [r.ready_at] * r.concurrency
             r.waiting.clear()
-            r.busy_until = now
+            r.busy_until = r.ready_at
             self.restarts += 1
             self._rebuild_routable(now)
+            if cold > 0:
+                ready = env.timeout(cold)
+                ready.callbacks.append(lambda _ev, t=r.ready_at: self._rebuild_routable(t))
 
     def _fail(self, r: Replica, now: float) -> None:
         """Replica ``r`` fails at ``now``: its unfinished requests are retried elsewhere or fail."""
@@ -571,6 +585,9 @@ class Engine:
         r.active.clear()
         r.bq.clear()
         r.outstanding = 0
+        if r.ready_at > now:  # failed during its cold start: the rest of it never happens
+            r.starting_s -= r.ready_at - now
+            r.ready_at = now
         r.state = _DOWN
         r.down_since = now
         r.timer_at = None

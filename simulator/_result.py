@@ -118,10 +118,14 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         reps = [r for r in raw.replicas if r.pool == pi]
         alive_s = sum(min(r.ended_at if r.ended_at is not None else horizon, horizon) - r.launched_at for r in reps)
         alive_s = max(alive_s, 0.0)
-        starting_s = sum(max(0.0, min(r.ready_at, horizon) - r.launched_at) for r in reps)
+        # a cold start still running when the replica ended (or at the horizon) counts up to then
+        starting_s = sum(
+            r.starting_s - max(0.0, r.ready_at - min(r.ended_at if r.ended_at is not None else horizon, horizon))
+            for r in reps
+        )
         down_s = sum(r.down_s for r in reps)
         up_s = max(alive_s - starting_s - down_s, 0.0)
-        busy_s = sum(r.busy_s for r in reps)
+        busy_s = sum(max(r.busy_s, 0.0) for r in reps)  # failures subtract unrun work: clamp round-off
         conc = pool.concurrency if pool.concurrency is not None else dep.concurrency
         billed_s = sum((r.ended_at if r.ended_at is not None else horizon) - r.launched_at for r in reps)
         cost = pool.price_per_hour_usd * billed_s / 3600.0
