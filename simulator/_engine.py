@@ -565,8 +565,11 @@ class Engine:
             self.restarts += 1
             self._rebuild_routable(now)
             if cold > 0:
-                ready = env.timeout(cold)
-                ready.callbacks.append(lambda _ev, t=r.ready_at: self._rebuild_routable(t))
+
+                def on_ready(_ev: Any, ready_at: float = r.ready_at) -> None:
+                    self._rebuild_routable(ready_at)
+
+                env.timeout(cold).callbacks.append(on_ready)
 
     def _fail(self, r: Replica, now: float) -> None:
         """Replica ``r`` fails at ``now``: its unfinished requests are retried elsewhere or fail."""
