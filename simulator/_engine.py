@@ -114,8 +114,6 @@ class RawResult:
     horizon_s: float
     cold_starts: int
     restarts: int
-    cache_lookups: int
-    cache_hits: int
     serverless_busy_s: float
 
 
@@ -216,6 +214,8 @@ class Engine:
         self.cold = [0.0] * n
         self.retries = [0] * n
         self.bsize = [0] * n
+        self.batch_of = [-1] * n  # batching: id of the batch a dispatched request runs in
+        self._next_batch = 0
         self.attempt = [0] * n
 
         self.done: list[tuple[float, int, int]] = []  # (end, request, attempt)
@@ -224,8 +224,6 @@ class Engine:
         self.events: list[tuple[float, int]] = []  # (time, +1/-1 replicas alive)
         self.cold_starts = 0
         self.restarts = 0
-        self.cache_lookups = 0
-        self.cache_hits = 0
         self._next_id = 0
         self._finished = False
         self._admit: Callable[[Replica, int, float], bool] = self._admit_batch if self.batching else self._admit_fifo
@@ -376,7 +374,10 @@ class Engine:
             r.busy_until = end
         attempt = self.attempt
         size = len(members)
+        batch = self._next_batch
+        self._next_batch += 1
         for m in members:
+            self.batch_of[m] = batch
             self.start[m] = start
             self.end[m] = end
             self.bsize[m] = size
@@ -453,9 +454,7 @@ class Engine:
         cache = self.cache
         if cache is not None:
             assert self.keys is not None
-            self.cache_lookups += 1
             if cache.get(self.keys[i], now):
-                self.cache_hits += 1
                 self.status[i] = CACHE_HIT
                 self.dispatch[i] = now
                 self.start[i] = now
@@ -577,14 +576,15 @@ class Engine:
         assert f is not None
         self._sync(now)
         victims = sorted(r.active)
-        seen_batches: set[tuple[float, float]] = set()
+        seen_batches: set[int] = set()
         for i in victims:
             s, e = self.start[i], self.end[i]
-            if not math.isnan(s) and e > now:  # dispatched: give back the unrun part
-                key = (s, e)
-                if not (self.batching and key in seen_batches):
-                    seen_batches.add(key)
-                    r.busy_s -= e - max(s, now)
+            if not math.isnan(s) and e > now:  # dispatched: give back the unrun part (once per batch)
+                if self.batching:
+                    if self.batch_of[i] in seen_batches:
+                        continue
+                    seen_batches.add(self.batch_of[i])
+                r.busy_s -= e - max(s, now)
         r.active.clear()
         r.bq.clear()
         r.outstanding = 0
@@ -654,8 +654,6 @@ class Engine:
             horizon_s=horizon,
             cold_starts=self.cold_starts,
             restarts=self.restarts,
-            cache_lookups=self.cache_lookups,
-            cache_hits=self.cache_hits,
             serverless_busy_s=busy,
         )
 

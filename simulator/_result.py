@@ -181,7 +181,8 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "cold_start_s": summarize(cold),
         "cold_start_requests": int(cold_wait.sum()),
         "throughput_rps": _ratio(n_completed, duration),
-        "cache_hit_ratio": _ratio(raw.cache_hits, raw.cache_lookups) if dep.cache is not None else None,
+        # every request looks the cache up once, on arrival (retries do not)
+        "cache_hit_ratio": _ratio(n_hits, n_req) if dep.cache is not None else None,
         "cold_starts": raw.cold_starts,
         "restarts": raw.restarts,
         "retries": int(raw.retries[counted].sum()),
