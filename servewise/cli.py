@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from servewise.errors import ServewiseError
+from servewise.errors import CLIError, ServewiseError
 
 __all__ = ["app", "main"]
 
@@ -38,10 +38,6 @@ app.add_typer(deployment_app, name="deployment")
 
 out = Console()
 err = Console(stderr=True)
-
-
-class CLIError(ServewiseError):
-    """A usage error found by the CLI itself (conflicting or missing options)."""
 
 
 @contextmanager
@@ -129,6 +125,8 @@ def _fmt(v: Any, unit: str = "") -> str:
             return f"{v * 100:.2f} %"
         if unit == "$":
             return f"${v:,.4f}"
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{int(v):,}"
         return f"{v:,.3f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
 

@@ -7,7 +7,8 @@
     ├── TraceError                 a trace file is malformed (names file and line)
     ├── ArtifactError              an artifact cannot be read (unknown schema, wrong kind)
     ├── UnknownPolicyError         a policy name is not registered (lists the valid names)
-    └── MissingExtraError          an optional dependency is not installed (says what to install)
+    ├── MissingExtraError          an optional dependency is not installed (says what to install)
+    └── CLIError                   command-line options that conflict or are missing (names the flags)
 
 Library code raises these; only ``servewise.cli`` turns them into messages and exit codes.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "ArtifactError",
     "UnknownPolicyError",
     "MissingExtraError",
+    "CLIError",
 ]
 
 
@@ -49,3 +51,7 @@ class UnknownPolicyError(ServewiseError, KeyError):
 
 class MissingExtraError(ServewiseError, ImportError):
     """An optional dependency is missing; the message says which extra to install."""
+
+
+class CLIError(ServewiseError):
+    """Command-line options conflict or are missing; the message names the flags."""
