@@ -115,10 +115,9 @@ class Uniform(_Dist):
         return (self.high_s - self.low_s) ** 2 / 12
 
 
-class LogNormal(_Dist):
-    """Log-normal with the given mean and coefficient of variation (heavy-ish tail)."""
+class _MeanCV(_Dist):
+    """A distribution given by its mean and coefficient of variation."""
 
-    distribution: Literal["lognormal"] = "lognormal"
     mean_s: float = Field(gt=0, description="Mean service time, seconds.")
     cv: float = Field(gt=0, description="Coefficient of variation (std / mean).")
 
@@ -131,20 +130,17 @@ class LogNormal(_Dist):
         return (self.cv * self.mean_s) ** 2
 
 
-class HyperExponential(_Dist):
+class LogNormal(_MeanCV):
+    """Log-normal with the given mean and coefficient of variation (heavy-ish tail)."""
+
+    distribution: Literal["lognormal"] = "lognormal"
+
+
+class HyperExponential(_MeanCV):
     """Two-phase hyperexponential with balanced means: mean ``mean_s``, CV ``cv`` >= 1."""
 
     distribution: Literal["hyperexponential"] = "hyperexponential"
-    mean_s: float = Field(gt=0, description="Mean service time, seconds.")
     cv: float = Field(ge=1, description="Coefficient of variation, >= 1.")
-
-    @property
-    def mean(self) -> float:
-        return self.mean_s
-
-    @property
-    def variance(self) -> float:
-        return (self.cv * self.mean_s) ** 2
 
 
 class Empirical(_Dist):
@@ -565,4 +561,6 @@ def _read_samples(path: Path) -> tuple[float, ...]:
 def dump_deployment(dep: Deployment) -> str:
     """YAML text of a deployment (unset optional parts left out); loads back equal."""
     data = dep.model_dump(mode="json", exclude_none=True)
+    st = data["service_time"]
+    data["service_time"] = {"distribution": st.pop("distribution"), **st}  # the tag first, for readers
     return yaml.safe_dump(data, sort_keys=False)
