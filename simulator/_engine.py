@@ -171,11 +171,8 @@ class Engine:
             output_tokens=trace.output_tokens,
         ).request_times().tolist()
 
-        b = deployment.balancer
-        try:
-            self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
-        except TypeError as err:
-            raise ConfigError(f"balancer: policy {b.policy!r} does not take {_bad_kwarg(err, b.params())}") from None
+        b = deployment.balancer  # policy name and parameters were checked by the Balancer model
+        self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
 
         self.cache = None
         if deployment.cache is not None:
@@ -688,11 +685,3 @@ def _timeline(events: list[tuple[float, int]]) -> list[tuple[float, int]]:
         else:
             out.append((t, alive))
     return out
-
-
-def _bad_kwarg(err: TypeError, params: dict[str, Any]) -> str:
-    msg = str(err)
-    for k in params:
-        if repr(k) in msg or k in msg:
-            return f"'{k}'"
-    return "these parameters: " + ", ".join(params)
