@@ -33,7 +33,7 @@ from servewise.trace import Request, Trace
 
 from ._service import ServiceModel
 
-__all__ = ["Engine", "RawResult", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
+__all__ = ["Engine", "RawResult", "Replica", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
 
 PENDING, COMPLETED, CACHE_HIT, REJECTED, FAILED = 0, 1, 2, 3, 4
 STATUS_NAMES = ("pending", "completed", "cache_hit", "rejected", "failed")

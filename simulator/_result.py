@@ -17,7 +17,7 @@ from servewise.config import SLO, dump_deployment
 from servewise.errors import ArtifactError
 from servewise.stats import summarize
 
-from ._engine import CACHE_HIT, COMPLETED, FAILED, REJECTED, STATUS_NAMES, RawResult
+from ._engine import CACHE_HIT, COMPLETED, FAILED, REJECTED, STATUS_NAMES, RawResult, Replica
 
 __all__ = ["SimResult", "SCHEMA_VERSION", "load_result"]
 
@@ -65,6 +65,11 @@ def load_result(path: str | Path) -> dict[str, Any]:
 
 def _ratio(a: float, b: float) -> float | None:
     return float(a / b) if b > 0 else None
+
+
+def _ended(r: Replica) -> float:
+    assert r.ended_at is not None, "the engine closes every replica before summarising"
+    return r.ended_at
 
 
 def _alive_integral(timeline: list[tuple[float, int]], t0: float, t1: float) -> tuple[float, int]:
@@ -116,18 +121,16 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
     total_cap = 0.0
     for pi, pool in enumerate(pools):
         reps = [r for r in raw.replicas if r.pool == pi]
-        alive_s = sum(min(r.ended_at if r.ended_at is not None else horizon, horizon) - r.launched_at for r in reps)
-        alive_s = max(alive_s, 0.0)
+        # the engine closes every replica: ended_at is set (a serverless one may end after the horizon)
+        ends = [min(_ended(r), horizon) for r in reps]
+        alive_s = max(sum(e - r.launched_at for r, e in zip(reps, ends, strict=True)), 0.0)
         # a cold start still running when the replica ended (or at the horizon) counts up to then
-        starting_s = sum(
-            r.starting_s - max(0.0, r.ready_at - min(r.ended_at if r.ended_at is not None else horizon, horizon))
-            for r in reps
-        )
+        starting_s = sum(r.starting_s - max(0.0, r.ready_at - e) for r, e in zip(reps, ends, strict=True))
         down_s = sum(r.down_s for r in reps)
         up_s = max(alive_s - starting_s - down_s, 0.0)
         busy_s = sum(max(r.busy_s, 0.0) for r in reps)  # failures subtract unrun work: clamp round-off
         conc = pool.concurrency if pool.concurrency is not None else dep.concurrency
-        billed_s = sum((r.ended_at if r.ended_at is not None else horizon) - r.launched_at for r in reps)
+        billed_s = sum(_ended(r) - r.launched_at for r in reps)
         cost = pool.price_per_hour_usd * billed_s / 3600.0
         total_cost += cost
         total_up += up_s
@@ -151,11 +154,11 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
     serverless: dict[str, Any] | None = None
     sc = dep.scaling
     if sc.mode == "serverless":
-        lifetime_s = sum((r.ended_at or 0.0) - r.launched_at for r in raw.replicas)
+        lifetime_s = sum(_ended(r) - r.launched_at for r in raw.replicas)
         billed_seconds = raw.serverless_busy_s if sc.billing == "busy" else lifetime_s
         gb = (sc.memory_bytes or 0) / _GIB
         gb_s = billed_seconds * gb
-        billed_requests = int(((status == COMPLETED) | ((status == FAILED) & (raw.replica >= 0))).sum())
+        billed_requests = int((status == COMPLETED).sum())  # requests an instance served (no faults here)
         cost = gb_s * sc.price_per_gb_second_usd + billed_requests * sc.price_per_request_usd
         total_cost += cost
         serverless = {
