@@ -8,6 +8,7 @@ what was got``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -327,6 +328,19 @@ def _one_datetime(v: Any) -> Any:
         return pd.NaT
 
 
+def _arrival_kind(field: _Field, raw: np.ndarray) -> _Field:
+    """A generic arrival column holds seconds, or date-times when its first cell is one
+    (then arrivals are seconds since the first row, as for Azure)."""
+    first = raw[0] if raw.size else None
+    if (
+        isinstance(first, str)
+        and math.isnan(_one_number(first))
+        and _one_datetime(first) is not pd.NaT
+    ):
+        return dataclasses.replace(field, kind="datetime")
+    return field
+
+
 def _blocks(raw: np.ndarray, container: str) -> tuple[list[tuple[int, ...]], np.ndarray]:
     out: list[tuple[int, ...]] = []
     bad = np.zeros(raw.size, dtype=bool)
@@ -482,6 +496,8 @@ def load_trace(
             continue
         raws[f.name] = raw
     present = [f for f in fields if f.name in raws]
+    if fmt == "generic":
+        present = [_arrival_kind(f, raws[f.name]) if f.name == "arrival_s" else f for f in present]
 
     values: dict[str, Any] = {}
     bad_by: dict[str, np.ndarray] = {}
