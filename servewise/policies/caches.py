@@ -74,6 +74,18 @@ class _CacheBase:
         """Expired entries removed."""
         self._entries: OrderedDict[Hashable, float] = OrderedDict()  # key -> inserted_s
 
+    def _insert(self, key: Hashable, now_s: float, ttl_s: float | None) -> None:
+        """Add a key not held; when over capacity drop the oldest entry, counted as an
+        expiration if it had expired (``ttl_s``), else as an eviction."""
+        entries = self._entries
+        entries[key] = now_s
+        if len(entries) > self.capacity:
+            _, inserted_s = entries.popitem(last=False)
+            if ttl_s is not None and now_s >= inserted_s + ttl_s:
+                self.expirations += 1
+            else:
+                self.evictions += 1
+
     def __len__(self) -> int:
         """Entries held, expired ones not yet removed included."""
         return len(self._entries)
@@ -126,14 +138,7 @@ class LRUCache(_CacheBase):
             entries[key] = now_s
             entries.move_to_end(key)
             return
-        entries[key] = now_s
-        if len(entries) > self.capacity:
-            _, inserted_s = entries.popitem(last=False)
-            ttl_s = self.ttl_s
-            if ttl_s is not None and now_s >= inserted_s + ttl_s:
-                self.expirations += 1
-            else:
-                self.evictions += 1
+        self._insert(key, now_s, self.ttl_s)
 
 
 @cache_policies.register("ttl")
@@ -178,10 +183,7 @@ class TTLCache(_CacheBase):
             entries[key] = now_s
             entries.move_to_end(key)
             return
-        entries[key] = now_s
-        if len(entries) > self.capacity:
-            entries.popitem(last=False)
-            self.evictions += 1
+        self._insert(key, now_s, ttl_s)  # expired entries are gone: this evicts a live one
 
 
 @cache_policies.register("fifo")
@@ -205,7 +207,4 @@ class FIFOCache(_CacheBase):
         entries = self._entries
         if key in entries:
             return
-        entries[key] = now_s
-        if len(entries) > self.capacity:
-            entries.popitem(last=False)
-            self.evictions += 1
+        self._insert(key, now_s, None)

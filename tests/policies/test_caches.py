@@ -222,3 +222,16 @@ def test_bad_params_raise_config_error(kind, params, message):
 def test_ttl_requires_ttl_s():
     with pytest.raises(TypeError):
         TTLCache(capacity=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("name", cache_policies.names())
+def test_every_cache_counts_each_eviction(name):
+    """capacity + k distinct keys put at once (nothing expires): exactly k evictions."""
+    params = {"capacity": 3}
+    if name == "ttl":
+        params["ttl_s"] = 100.0
+    cache = cache_policies.get(name)(**params)
+    for key in range(3 + 4):
+        cache.put(key, 0.0)
+    assert len(cache) == 3
+    assert cache.evictions == 4 and cache.expirations == 0
