@@ -242,13 +242,19 @@ class Engine:
         self.events.append((now, 1))
         if not initial:
             self.cold_starts += 1
-        if cold_start_s > 0:
-            if self.mode != "serverless":  # serverless routes to starting instances itself
-                ev = self.env.timeout(max(0.0, r.ready_at - self.env.now))
-                ev.callbacks.append(lambda _ev: self._rebuild_routable(r.ready_at))
+        if cold_start_s > 0 and self.mode != "serverless":  # serverless routes to starting instances itself
+            self._route_when_ready(r)
         if self.faults is not None:
             self.env.process(self._fault_loop(r))
         return r
+
+    def _route_when_ready(self, r: Replica) -> None:
+        """Rebuild the routable replicas when ``r`` finishes its current cold start."""
+
+        def on_ready(_ev: Any, ready_at: float = r.ready_at) -> None:
+            self._rebuild_routable(ready_at)
+
+        self.env.timeout(max(0.0, r.ready_at - self.env.now)).callbacks.append(on_ready)
 
     def _end_replica(self, r: Replica, t: float) -> None:
         r.state = _GONE
@@ -561,11 +567,7 @@ class Engine:
             self.restarts += 1
             self._rebuild_routable(now)
             if cold > 0:
-
-                def on_ready(_ev: Any, ready_at: float = r.ready_at) -> None:
-                    self._rebuild_routable(ready_at)
-
-                env.timeout(cold).callbacks.append(on_ready)
+                self._route_when_ready(r)
 
     def _fail(self, r: Replica, now: float) -> None:
         """Replica ``r`` fails at ``now``: its unfinished requests are retried elsewhere or fail."""
