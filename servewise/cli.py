@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from servewise.errors import CLIError, ServewiseError
+from servewise.errors import CLIError, ProfileInterrupted, ServewiseError
 
 __all__ = ["app", "main"]
 
@@ -33,8 +33,13 @@ app = typer.Typer(
 )
 trace_app = typer.Typer(help="Inspect and generate traffic traces.", no_args_is_help=True)
 deployment_app = typer.Typer(help="Check and scaffold deployment files.", no_args_is_help=True)
+profile_app = typer.Typer(
+    help="Measure model variants on this machine (servewise profile --model SPEC --variants LIST --out FILE).",
+    invoke_without_command=True,
+)
 app.add_typer(trace_app, name="trace")
 app.add_typer(deployment_app, name="deployment")
+app.add_typer(profile_app, name="profile")
 
 out = Console()
 err = Console(stderr=True)
@@ -45,6 +50,9 @@ def _errors() -> Iterator[None]:
     """Turn servewise errors into one line on stderr and exit code 2 (never a traceback)."""
     try:
         yield
+    except ProfileInterrupted as e:
+        err.print(f"[bold yellow]{e}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     except ServewiseError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
@@ -407,6 +415,183 @@ def deployment_example() -> None:
     from importlib.resources import files
 
     sys.stdout.write((files("servewise") / "data" / "default_deployment.yaml").read_text())
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CLIError(f"{flag}: expected comma-separated positive integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise CLIError(f"{flag}: expected comma-separated positive integers, got {text!r}")
+    return vals
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)  # pragma: no cover
+
+
+def _accuracy_text(v: Any) -> str:
+    a = v.accuracy
+    if a is None:
+        return "—" if not v.accuracy_error else "error"
+    if a.metric == "next_token":
+        return f"top1 {a.top1_agreement:.3f} · KL {a.mean_kl:.2e}"
+    return f"cos {a.cosine_mean:.4f} (min {a.cosine_min:.4f})"
+
+
+def _print_profile(prof: Any) -> None:
+    t = Table(title=f"profile ({prof.status}) on {prof.hardware.cpu_model}" + (" [estimated]" if prof.estimated else ""), header_style="bold")
+    for col, just in (("model", "left"), ("variant", "left"), ("status", "left"), ("load", "right"), ("peak mem", "right"),
+                      ("weights", "right"), ("fastest point p50", "right"), ("accuracy vs fp32", "left"), ("latency model", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for v in prof.variants:
+        measured = [p for p in v.points if p.status == "measured" and p.latency_s is not None]
+        first = min(measured, key=lambda p: (p.batch_size, p.seq_len, p.phase != "prefill")) if measured else None
+        lm = v.latency_model
+        status = {"measured": "[green]measured[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}.get(v.status, f"[yellow]{v.status}[/]")
+        t.add_row(
+            v.model, v.name, status,
+            _fmt(v.load_time_s, "s"), _bytes(v.peak_mem_bytes), _bytes(v.weights_bytes),
+            f"{_fmt(first.latency_s.p50, 's')} ({first.phase} {first.batch_size}×{first.seq_len})" if first and first.latency_s else "—",
+            _accuracy_text(v),
+            f"{lm.kind}, CV MAPE {lm.cv_mape:.1%}" if lm else "—",
+        )
+    out.print(t)
+    for v in prof.variants:
+        reason = v.skip_reason or v.error
+        if reason:
+            out.print(f"  {v.model}/{v.name}: {reason}", highlight=False, soft_wrap=True)
+        for w in v.warnings:
+            out.print(f"  [yellow]{v.model}/{v.name}: {w}[/]", highlight=False, soft_wrap=True)
+
+
+@profile_app.callback()
+def profile(
+    ctx: typer.Context,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model SPEC (repeatable): builtin:tiny-gpt2, builtin:minilm, hf:PATH, FILE.pt / FILE.pt2.")] = None,
+    variants: Annotated[str, typer.Option(help="Comma list of variants, or all / cpu / gpu.")] = "all",
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Profile JSON to write.")] = None,
+    batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Batch sizes (forward / prefill), e.g. 1,2,4,8.")] = None,
+    seq_lens: Annotated[str | None, typer.Option("--seq-lens", help="Sequence / prompt lengths, e.g. 16,32,64,128.")] = None,
+    decode_batch_sizes: Annotated[str | None, typer.Option("--decode-batch-sizes", help="Decoder: batch sizes of decode steps.")] = None,
+    context_lens: Annotated[str | None, typer.Option("--context-lens", help="Decoder: context lengths of decode steps.")] = None,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", help="Seconds of timed repetitions per grid point at most.")] = None,
+    target_ci: Annotated[float | None, typer.Option("--target-ci", help="Stop a point once the 95% CI of its median is within ± this fraction.")] = None,
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: all CPUs this process may use).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of inputs and model fits.")] = 0,
+    append: Annotated[bool, typer.Option("--append", help="Add to an existing profile from the same machine (compare models).")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="Preset: small grid, 0.2 s per point.")] = False,
+    rigorous: Annotated[bool, typer.Option("--rigorous", help="Preset: 3 s per point, ±1% target.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Measure latency, memory, load time and accuracy drift of model variants; write a profile.
+
+    Exit code 0 when every variant was measured or skipped (with its reason), 1 when a
+    variant failed (the profile still holds everything measured), 130 on Ctrl-C (the
+    profile is kept, marked incomplete), 2 on bad input.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with _errors():
+        if fast and rigorous:
+            raise CLIError("--fast and --rigorous conflict: give one")
+        if not model:
+            raise CLIError("--model is required (e.g. --model builtin:tiny-gpt2)")
+        if out_path is None:
+            raise CLIError("--out is required (the profile JSON to write)")
+        from profiler import Grid, ProfileSettings, TimingSettings, parse_variants, run_profile
+
+        grid = Grid(batch_sizes=(1, 4), seq_lens=(16, 64), decode_batch_sizes=(1, 4), context_lens=(32, 128)) if fast else Grid()
+        over = {
+            k: v for k, v in {
+                "batch_sizes": _int_list(batch_sizes, "--batch-sizes"),
+                "seq_lens": _int_list(seq_lens, "--seq-lens"),
+                "decode_batch_sizes": _int_list(decode_batch_sizes, "--decode-batch-sizes"),
+                "context_lens": _int_list(context_lens, "--context-lens"),
+            }.items() if v is not None
+        }
+        from dataclasses import replace
+
+        grid = replace(grid, **over)
+        timing = TimingSettings(budget_s=0.2) if fast else TimingSettings(budget_s=3.0, target_ci=0.01) if rigorous else TimingSettings()
+        if budget_s is not None:
+            if budget_s <= 0:
+                raise CLIError(f"--budget-s must be > 0, got {budget_s}")
+            timing = replace(timing, budget_s=budget_s)
+        if target_ci is not None:
+            if not 0 < target_ci < 1:
+                raise CLIError(f"--target-ci must be in (0, 1), got {target_ci}")
+            timing = replace(timing, target_ci=target_ci)
+        if threads < 0:
+            raise CLIError(f"--threads must be >= 0, got {threads}")
+        settings = ProfileSettings(grid=grid, timing=timing, threads=threads, seed=seed)
+        names = parse_variants(variants)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if quiet:
+                return
+            if kind == "hardware":
+                hw = data["hardware"]
+                err.print(f"hardware: {hw.cpu_model}, {hw.threads_used} threads" + (f", {hw.gpu_name}" if hw.gpu_name else ""), highlight=False)
+            elif kind == "prepare":
+                err.print(f"{data['model']}: preparing (build / load, fp32 reference, ONNX export)", highlight=False)
+            elif kind == "variant":
+                err.print(f"{data['model']}/{data['variant']}: measuring {data['points']} points in a fresh worker", highlight=False)
+            elif kind == "variant_done":
+                v = data["variant"]
+                extra = v.skip_reason or v.error or (f"load {_fmt(v.load_time_s, 's')}, peak {_bytes(v.peak_mem_bytes)}")
+                err.print(f"{v.model}/{v.name}: {v.status} — {extra}", highlight=False, soft_wrap=True)
+            elif kind == "model_failed":
+                err.print(f"[red]{data['model']}: {data['error']}[/]", highlight=False, soft_wrap=True)
+
+        prof = run_profile(model, names, out_path, settings, append=append, on_event=on_event)
+        if not quiet:
+            _print_profile(prof)
+            out.print(f"wrote {out_path}")
+        if any(v.status == "failed" for v in prof.variants):
+            err.print(f"[red]some variants failed; {out_path} holds everything measured[/]")
+            raise typer.Exit(EXIT_VIOLATION)
+
+
+@profile_app.command("show")
+def profile_show(path: Annotated[Path, typer.Argument(help="Profile JSON.")]) -> None:
+    """Print a profile's variants as a table."""
+    with _errors():
+        from servewise.profile import load_profile
+
+        _print_profile(load_profile(path))
+
+
+@profile_app.command("transfer")
+def profile_transfer(
+    path: Annotated[Path, typer.Argument(help="A measured profile JSON.")],
+    to: Annotated[str, typer.Option("--to", help="Catalog instance type or alias (a10g, l4, h100, c7i.2xlarge...).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Estimated profile JSON to write.")],
+    catalog: Annotated[Path | None, typer.Option(help="Your own hardware catalog YAML (default: the built-in one).")] = None,
+    source: Annotated[str | None, typer.Option(help="Catalog entry of the measured machine (default: derived from its fingerprint).")] = None,
+) -> None:
+    """Estimate a profile for catalog hardware with a roofline model (marked estimated)."""
+    with _errors():
+        from profiler.transfer import transfer_profile
+        from servewise.hardware import load_catalog
+        from servewise.profile import load_profile, save_profile
+
+        est = transfer_profile(load_profile(path), to, catalog=load_catalog(catalog), source=source)
+        save_profile(est, out_path)
+        _print_profile(est)
+        out.print(f"wrote {out_path} (estimated for {to}, not measured)")
 
 
 def main() -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from servewise.errors import ConfigError
+from servewise.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:  # servewise.profile imports this module: import it lazily at run time
+    from servewise.profile import Variant
 
 __all__ = [
     "Frozen",
@@ -26,6 +29,7 @@ __all__ = [
     "HyperExponential",
     "Empirical",
     "Linear",
+    "ModelRef",
     "Balancer",
     "Batching",
     "Cache",
@@ -214,6 +218,73 @@ ServiceTime = Annotated[
     Exponential | Deterministic | Uniform | LogNormal | HyperExponential | Empirical | Linear,
     Field(discriminator="distribution"),
 ]
+
+
+def _unusable(v: Variant) -> str | None:
+    """Why a profile variant cannot give service times, or None when it can."""
+    if v.status != "measured" and not v.estimated:
+        why = v.skip_reason or v.error or "its measurement did not finish"
+        return f"variant {v.name!r} of {v.model} is {v.status} ({why})"
+    if v.latency_model is None:
+        return f"variant {v.name!r} of {v.model} has no fitted latency model"
+    return None
+
+
+class ModelRef(Frozen):
+    """A profiled model variant whose latency model gives the service times.
+
+    ``load_deployment`` reads ``profile`` (relative to the deployment file) and puts the
+    variant in ``resolved``; library users may pass an already-loaded variant there.
+    ``resolved`` is never written to YAML and plays no part in hashing.
+    """
+
+    profile: str = Field(min_length=1, description="Profile JSON file, relative to the deployment file.")
+    variant: str = Field(min_length=1, description="Variant name in the profile, e.g. fp32 or int8.")
+    spec: str | None = Field(
+        default=None, min_length=1, description="Which model of the profile (its SPEC), when it holds several."
+    )
+    resolved: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="The loaded servewise.profile.Variant (set by load_deployment; never written to YAML).",
+    )
+
+    @field_validator("resolved")
+    @classmethod
+    def _is_variant(cls, v: Any) -> Any:
+        from servewise.profile import Variant
+
+        if v is not None and not isinstance(v, Variant):
+            raise ValueError(f"resolved must be a servewise.profile.Variant, got {type(v).__name__}")
+        return v
+
+    @model_validator(mode="after")
+    def _matches(self) -> ModelRef:
+        v = self.resolved
+        if v is None:
+            return self
+        if v.name != self.variant:
+            raise ValueError(f"resolved is variant {v.name!r}, but variant is {self.variant!r}")
+        if self.spec is not None and v.model != self.spec:
+            raise ValueError(f"resolved is a variant of {v.model}, but spec is {self.spec!r}")
+        problem = _unusable(v)
+        if problem:
+            raise ValueError(f"{problem}: it cannot give service times")
+        return self
+
+    def __hash__(self) -> int:  # the resolved variant holds lists; equal refs name the same variant
+        return hash((self.profile, self.variant, self.spec))
+
+    def loaded(self) -> Variant:
+        """The resolved variant; ConfigError when the profile was not loaded."""
+        if self.resolved is None:
+            raise ConfigError(
+                f"model.profile {self.profile!r} is not loaded: use load_deployment, or pass the variant "
+                "as model.resolved"
+            )
+        v: Variant = self.resolved
+        return v
 
 
 # --------------------------------------------------------------------------- request path
@@ -408,7 +479,10 @@ class SLO(Frozen):
 class Deployment(Frozen):
     """A candidate deployment: what the simulator runs and the advisor emits.
 
-    Give either ``replicas`` (one pool named ``default``) or ``pools``.
+    Give either ``replicas`` (one pool named ``default``) or ``pools``, and either a
+    ``service_time`` distribution or a profiled ``model`` (then the profile's latency model
+    gives the service times and, unless ``scaling.cold_start_s`` is set, its load time is
+    the cold start: see :meth:`cold_start_s`).
     """
 
     kind: Literal["deployment"] = "deployment"
@@ -418,7 +492,12 @@ class Deployment(Frozen):
     instance_type: str = Field(default="local", description="Instance type of the single default pool.")
     price_per_hour_usd: float = Field(default=0.0, ge=0, description="Price of one replica of the default pool.")
     concurrency: int = Field(default=1, ge=1, description="Requests (or batches) one replica serves at once.")
-    service_time: ServiceTime = Field(description="Service time of one request on a replica of speed 1.")
+    service_time: ServiceTime | None = Field(
+        default=None, description="Service time of one request on a replica of speed 1 (or give 'model')."
+    )
+    model: ModelRef | None = Field(
+        default=None, description="A profiled model variant whose latency model gives the service times."
+    )
     balancer: Balancer = Field(default_factory=Balancer)
     batching: Batching | None = None
     cache: Cache | None = None
@@ -456,7 +535,43 @@ class Deployment(Frozen):
                 )
         if mode == "serverless" and self.faults is not None:
             raise ValueError("faults are not modelled for scaling mode 'serverless'")
+        if (self.service_time is None) == (self.model is None):
+            got = "neither" if self.model is None else "both"
+            raise ValueError(f"give exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got {got}")
+        if self.model is not None:
+            if self.batching is not None and "batch_cost_factor" in self.batching.model_fields_set:
+                raise ValueError(
+                    "batching.batch_cost_factor applies to a service_time distribution only; with 'model' a batch "
+                    "takes the profile's time of the batch padded to its longest member"
+                )
+            if self.model.resolved is not None:
+                try:
+                    self.cold_start_s()
+                except ConfigError as err:
+                    raise ValueError(str(err)) from None
         return self
+
+    def cold_start_s(self) -> float:
+        """Seconds from the start of a new (or repaired) replica to its first request.
+
+        ``scaling.cold_start_s`` when it was set explicitly (0 included); otherwise, with a
+        profiled ``model``, the variant's ``load_time_s``; otherwise 0. A variant without a
+        load time is an error when a cold start can happen (autoscale, serverless, faults)
+        and ``scaling.cold_start_s`` is not set.
+        """
+        s = self.scaling
+        if self.model is None or "cold_start_s" in s.model_fields_set:
+            return s.cold_start_s
+        v = self.model.loaded()
+        if v.load_time_s is not None:
+            return v.load_time_s
+        if s.mode == "fixed" and self.faults is None:
+            return s.cold_start_s  # no replica ever starts after time 0
+        why = f"scaling mode {s.mode!r}" if s.mode != "fixed" else "faults"
+        raise ConfigError(
+            f"variant {v.name!r} of {v.model} has no load_time_s, and replicas start after time 0 ({why}): "
+            "set scaling.cold_start_s"
+        )
 
     def resolved_pools(self) -> tuple[Pool, ...]:
         """The pools, with the single-pool shorthand expanded into a pool named ``default``."""
@@ -513,7 +628,8 @@ def parse_deployment(data: Any, source: str = "deployment") -> Deployment:
 def load_deployment(path: str | Path) -> Deployment:
     """Read a deployment YAML file; errors name the file and the field.
 
-    An ``empirical`` service time's ``samples_file`` is read here (relative to the file).
+    An ``empirical`` service time's ``samples_file`` and a ``model``'s ``profile`` are
+    read here (relative to the file); the profile's variant goes into ``model.resolved``.
     """
     p = Path(path)
     try:
@@ -533,7 +649,45 @@ def load_deployment(path: str | Path) -> Deployment:
         sp = (p.parent / st.samples_file) if not Path(st.samples_file).is_absolute() else Path(st.samples_file)
         samples = _read_samples(sp)
         dep = dep.model_copy(update={"service_time": Empirical(samples_s=samples)})
+    if dep.model is not None:
+        variant = _resolve_variant(dep.model, p)
+        # validate again with the variant in place: the checks that need it (cold start) run too
+        dep = parse_deployment({**data, "model": {**data["model"], "resolved": variant}}, str(p))
     return dep
+
+
+def _resolve_variant(ref: ModelRef, source: Path) -> Variant:
+    """Load ``ref.profile`` (relative to ``source``) and return its usable variant."""
+    from servewise.profile import load_profile
+
+    pp = Path(ref.profile)
+    if not pp.is_absolute():
+        pp = source.parent / pp
+    try:
+        profile = load_profile(pp)
+    except ArtifactError as err:
+        raise ConfigError(f"{source}: field 'model.profile': {err}") from None
+    models = profile.models()
+    if ref.spec is None and len(models) > 1:
+        raise ConfigError(
+            f"{source}: field 'model.spec': profile {pp} holds several models ({', '.join(models)}); say which"
+        )
+    if ref.spec is not None and ref.spec not in models:
+        raise ConfigError(
+            f"{source}: field 'model.spec': profile {pp} has no model {ref.spec!r}; "
+            f"it holds: {', '.join(models) or 'none'}"
+        )
+    try:
+        variant = profile.variant(ref.variant, ref.spec)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: field 'model.variant': {pp}: {err}") from None
+    problem = _unusable(variant)
+    if problem:
+        usable = [v.name for v in profile.variants if v.model == variant.model and _unusable(v) is None]
+        raise ConfigError(
+            f"{source}: field 'model.variant': {pp}: {problem}; usable variants: {', '.join(usable) or 'none'}"
+        )
+    return variant
 
 
 def _read_samples(path: Path) -> tuple[float, ...]:
@@ -559,8 +713,19 @@ def _read_samples(path: Path) -> tuple[float, ...]:
 
 
 def dump_deployment(dep: Deployment) -> str:
-    """YAML text of a deployment (unset optional parts left out); loads back equal."""
+    """YAML text of a deployment (unset optional parts left out); loads back equal.
+
+    With a ``model``, an unset ``scaling.cold_start_s`` stays unset (the cold start comes
+    from the profile; see :meth:`Deployment.cold_start_s`) and ``model.resolved`` is not written.
+    """
     data = dep.model_dump(mode="json", exclude_none=True)
-    st = data["service_time"]
-    data["service_time"] = {"distribution": st.pop("distribution"), **st}  # the tag first, for readers
+    if "service_time" in data:
+        st = data["service_time"]
+        data["service_time"] = {"distribution": st.pop("distribution"), **st}  # the tag first, for readers
+    if dep.model is not None:
+        # defaults that mean "from the profile" (or do not apply) with a model: write them only if the user did
+        if "cold_start_s" not in dep.scaling.model_fields_set:
+            del data["scaling"]["cold_start_s"]
+        if dep.batching is not None and "batch_cost_factor" not in dep.batching.model_fields_set:
+            del data["batching"]["batch_cost_factor"]
     return yaml.safe_dump(data, sort_keys=False)

@@ -8,6 +8,8 @@
     ├── ArtifactError              an artifact cannot be read (unknown schema, wrong kind)
     ├── UnknownPolicyError         a policy name is not registered (lists the valid names)
     ├── MissingExtraError          an optional dependency is not installed (says what to install)
+    ├── ProfileError               a model cannot be profiled (unknown SPEC, unreadable model folder)
+    ├── ProfileInterrupted         profiling was stopped; the partial profile is saved as incomplete
     └── CLIError                   command-line options that conflict or are missing (names the flags)
 
 Library code raises these; only ``servewise.cli`` turns them into messages and exit codes.
@@ -23,6 +25,8 @@ __all__ = [
     "UnknownPolicyError",
     "MissingExtraError",
     "CLIError",
+    "ProfileError",
+    "ProfileInterrupted",
 ]
 
 
@@ -55,3 +59,15 @@ class MissingExtraError(ServewiseError, ImportError):
 
 class CLIError(ServewiseError):
     """Command-line options conflict or are missing; the message names the flags."""
+
+
+class ProfileError(ServewiseError):
+    """A model cannot be profiled: unknown SPEC, unreadable model folder, bad variant list."""
+
+
+class ProfileInterrupted(ServewiseError):
+    """Profiling stopped early (Ctrl-C); what was measured is saved, marked incomplete."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path

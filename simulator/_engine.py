@@ -31,7 +31,7 @@ from servewise.errors import ConfigError
 from servewise.policies import autoscale_rules, batching_rules, cache_policies, lb_policies
 from servewise.trace import Request, Trace
 
-from ._service import ServiceModel
+from ._service import build_service
 
 __all__ = ["Engine", "RawResult", "Replica", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
 
@@ -155,16 +155,16 @@ class Engine:
         )
         self.pools: tuple[Pool, ...] = deployment.resolved_pools()
 
-        self.service = ServiceModel(
-            deployment.service_time,
+        self.service = build_service(
+            deployment,
             batch_cost_factor=deployment.batching.batch_cost_factor if deployment.batching else 0.0,
             rng=self._rng_batch,
             input_tokens=trace.input_tokens,
             output_tokens=trace.output_tokens,
         )
         # Drawn once per request from their own stream: common random numbers across deployments.
-        self.svc: list[float] = ServiceModel(
-            deployment.service_time,
+        self.svc: list[float] = build_service(
+            deployment,
             batch_cost_factor=0.0,
             rng=self._rng_service,
             input_tokens=trace.input_tokens,
@@ -200,6 +200,7 @@ class Engine:
 
         self.faults = deployment.faults
         self.mode = deployment.scaling.mode
+        self.cold_start_s = deployment.cold_start_s()  # scaling.cold_start_s, or the profile's load time
 
         # per-request state (python lists: fast scalar access)
         self.status = [PENDING] * n
@@ -447,7 +448,7 @@ class Engine:
         if free:
             r = free[self.lb.choose(free, self._request(i))] if len(free) > 1 else free[0]
         elif len(live) < sc.max_replicas:
-            r = self._launch(0, now, sc.cold_start_s)
+            r = self._launch(0, now, self.cold_start_s)
             live.append(r)
         else:
             r = live[self.lb.choose(live, self._request(i))] if len(live) > 1 else live[0]
@@ -525,7 +526,7 @@ class Engine:
             desired = rule.desired(now, current, in_flight)
             if desired > current:
                 for _ in range(desired - current):
-                    self._launch(0, now, sc.cold_start_s)
+                    self._launch(0, now, self.cold_start_s)
             elif desired < current:
                 # starting replicas first (newest first), then the least loaded
                 victims = sorted(
@@ -557,7 +558,7 @@ class Engine:
             now = env.now
             r.down_s += now - r.down_since
             # repaired: the replica reloads the model before it serves again
-            cold = self.dep.scaling.cold_start_s
+            cold = self.cold_start_s
             r.state = _UP
             r.ready_at = now + cold
             r.starting_s += cold

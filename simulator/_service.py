@@ -1,12 +1,19 @@
-"""Service-time sampling: per request and per batch, vectorised and seeded."""
+"""Service-time sampling: per request and per batch, vectorised and seeded.
+
+A deployment's ``service_time`` distribution is sampled by :class:`ServiceModel`; a
+profiled ``model`` is evaluated by :class:`ProfileServiceModel`. :func:`build_service`
+picks the one the deployment asks for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
 from servewise.config import (
+    Deployment,
     Deterministic,
     Empirical,
     Exponential,
@@ -16,8 +23,46 @@ from servewise.config import (
     Uniform,
 )
 from servewise.errors import ConfigError
+from servewise.profile import Variant
 
-__all__ = ["draw", "ServiceModel"]
+__all__ = ["draw", "Service", "ServiceModel", "ProfileServiceModel", "build_service", "generation_times"]
+
+_CHUNK_ROWS = 1 << 20
+"""Decode-step rows evaluated at once by :func:`generation_times` (bounds its memory)."""
+
+
+class Service(Protocol):
+    """Service times of one deployment on a replica of speed 1, in seconds."""
+
+    def request_times(self) -> np.ndarray:
+        """One un-batched service time per request of the trace."""
+        ...
+
+    def batch_time(self, members: list[int]) -> float:
+        """Time of one batch of the given request indices."""
+        ...
+
+
+def build_service(
+    deployment: Deployment,
+    *,
+    batch_cost_factor: float,
+    rng: np.random.Generator,
+    input_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+) -> Service:
+    """The service model of ``deployment``: its distribution, or its profiled model."""
+    if deployment.model is not None:
+        return ProfileServiceModel(
+            deployment.model.loaded(), rng=rng, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+    return ServiceModel(
+        deployment.service_time,
+        batch_cost_factor=batch_cost_factor,
+        rng=rng,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
 
 
 def _lognormal_params(mean: float, cv: float) -> tuple[float, float]:
@@ -125,3 +170,106 @@ class ServiceModel:
                 t *= float(self._noise(1)[0])
             return t
         return self._one() * (1.0 + self.factor * (n - 1))
+
+
+def generation_times(variant: Variant, prompt_len: np.ndarray, output_len: np.ndarray) -> np.ndarray:
+    """``variant.generation_time(1, p, o)`` for each pair ``(p, o)``, vectorised.
+
+    Each distinct pair is evaluated once: its prefill, then one decode step per output
+    token after the first (context ``p + 1 .. p + o - 1``), the steps of many pairs in one
+    call of the latency model (at most ``_CHUNK_ROWS`` rows at a time).
+    """
+    p = np.asarray(prompt_len, dtype=np.int64)
+    o = np.asarray(output_len, dtype=np.int64)
+    if p.size == 0:
+        return np.zeros(0)
+    key = p * (int(o.max()) + 1) + o
+    uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    up, uo = p[first], o[first]
+    total = variant.step_time(up, 0, 0, 1).astype(float)
+    steps = np.maximum(uo - 1, 0)
+    decode = np.zeros(len(uniq))
+    ends = np.cumsum(steps)
+    lo = 0
+    while lo < len(uniq):
+        # pairs [lo, hi) whose steps fit in one chunk (at least one pair)
+        base = ends[lo - 1] if lo else 0
+        hi = max(int(np.searchsorted(ends, base + _CHUNK_ROWS, side="right")), lo + 1)
+        s = steps[lo:hi]
+        n = int(s.sum())
+        if n:
+            owner = np.repeat(np.arange(hi - lo), s)
+            start = np.cumsum(s) - s
+            k = np.arange(n) - start[owner] + 1  # 1 .. steps of each pair
+            rows = variant.step_time(0, 1, up[lo:hi][owner] + k)
+            decode[lo:hi] = np.bincount(owner, weights=rows, minlength=hi - lo)
+        lo = hi
+    return (total + decode)[inverse.reshape(-1)]
+
+
+class ProfileServiceModel:
+    """Service times from a profiled variant's latency model (seconds, speed 1).
+
+    A request alone takes ``variant.service_time(1, input_tokens, output_tokens)``: for a
+    classic or encoder model one forward pass of ``input_tokens`` tokens, for a decoder a
+    static generation (prefill, then a decode step per further output token). A batch is
+    padded to its longest member: ``variant.service_time(n, max input, max output)``.
+    A request with 0 tokens counts as 1 token (the shortest sequence a profile models);
+    a trace with no token counts at all (every count 0) is refused. Each time is
+    multiplied by a log-normal factor of median 1 and CV ``variant.noise_cv`` (none at 0).
+    """
+
+    def __init__(
+        self,
+        variant: Variant,
+        *,
+        rng: np.random.Generator,
+        input_tokens: np.ndarray,
+        output_tokens: np.ndarray,
+    ) -> None:
+        self.variant = variant
+        self._rng = rng
+        self._decoder = variant.model_kind == "decoder"
+        needed = [("input_tokens", input_tokens)] + ([("output_tokens", output_tokens)] if self._decoder else [])
+        for name, col in needed:
+            if len(col) and not np.any(col):
+                raise ConfigError(
+                    f"the trace has no {name} (0 for every request), but the deployment's model "
+                    f"{variant.label} (a {variant.model_kind} model) computes service times from them: use a "
+                    "trace with token counts, or give a service_time distribution instead of model"
+                )
+        self._in = np.maximum(np.asarray(input_tokens, dtype=np.int64), 1)
+        self._out = np.maximum(np.asarray(output_tokens, dtype=np.int64), 1)
+        self._sigma = float(np.sqrt(np.log1p(variant.noise_cv**2)))
+        self._cache: dict[tuple[int, int, int], float] = {}
+        self._noise_buf = np.empty(0)
+        self._noise_pos = 0
+
+    def request_times(self) -> np.ndarray:
+        """One un-batched service time (seconds) per request of the trace."""
+        if self._decoder:
+            t = generation_times(self.variant, self._in, self._out)
+        else:
+            t = self.variant.batch_time(1, self._in).astype(float)
+        if self._sigma > 0:
+            t = t * self._rng.lognormal(0.0, self._sigma, len(t))
+        return t
+
+    def batch_time(self, members: list[int]) -> float:
+        """Time (seconds) of one batch of the given request indices, padded to its longest member."""
+        n = len(members)
+        if n == 1:
+            i = members[0]
+            key = (1, int(self._in[i]), int(self._out[i]) if self._decoder else 1)
+        else:
+            key = (n, int(self._in[members].max()), int(self._out[members].max()) if self._decoder else 1)
+        t = self._cache.get(key)
+        if t is None:
+            t = self._cache[key] = self.variant.service_time(*key)
+        if self._sigma > 0:
+            if self._noise_pos >= len(self._noise_buf):
+                self._noise_buf = self._rng.lognormal(0.0, self._sigma, 4096)
+                self._noise_pos = 0
+            t *= float(self._noise_buf[self._noise_pos])
+            self._noise_pos += 1
+        return t

@@ -20,7 +20,7 @@ from servewise.errors import ConfigError
 from servewise.policies import lb_policies
 from servewise.trace import Trace
 
-from ._service import ServiceModel
+from ._service import build_service
 
 __all__ = ["reference_simulate", "ReferenceResult"]
 
@@ -58,8 +58,8 @@ def reference_simulate(deployment: Deployment, trace: Trace, *, seed: int = 0) -
         raise ConfigError("the reference model supports one fixed pool, FIFO, no batching/cache/queue limit/faults")
     streams = np.random.SeedSequence(seed).spawn(5)
     svc = (
-        ServiceModel(
-            d.service_time,
+        build_service(
+            d,
             batch_cost_factor=0.0,
             rng=np.random.default_rng(streams[0]),
             input_tokens=trace.input_tokens,

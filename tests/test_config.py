@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from servewise.config import Deployment, Empirical, dump_deployment, load_deployment, parse_deployment
+from servewise.config import (
+    Deployment,
+    Empirical,
+    ModelRef,
+    Scaling,
+    dump_deployment,
+    load_deployment,
+    parse_deployment,
+)
 from servewise.errors import ConfigError, ServewiseError
 from servewise.policies import cache_policies, lb_policies
 from servewise.trace import Trace, poisson
@@ -91,7 +99,9 @@ def error_of(doc: Any) -> str:
             "Extra inputs are not permitted",
         ),
         (base(kind="plan"), "kind", "'deployment'"),
-        ({"replicas": 1}, "service_time", "required"),
+        ({"replicas": 1, "model": {"profile": "p.json"}}, "model.variant", "required"),
+        ({"replicas": 1, "model": {"profile": "", "variant": "fp32"}}, "model.profile", "at least 1 character"),
+        ({"replicas": 1, "model": {"profile": "p.json", "variant": "fp32", "dtype": "int8"}}, "model.dtype", "not permitted"),
     ],
 )
 def test_invalid_field_names_the_path_and_what_was_expected(doc, field, expected):
@@ -133,6 +143,12 @@ def test_autoscale_without_bounds_names_the_missing_fields():
         (base(pools=[{"name": "a", "replicas": 1}]), "exactly one of 'replicas' or 'pools'"),
         ({"service_time": ST}, "exactly one of 'replicas' or 'pools'"),
         (base(replicas=0), "at least one replica"),
+        ({"replicas": 1}, "exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got neither"),
+        (base(model={"profile": "p.json", "variant": "fp32"}), "exactly one of 'service_time'"),
+        (
+            {"replicas": 1, "model": {"profile": "p.json", "variant": "fp32"}, "batching": {"max_batch_size": 4, "max_wait_s": 0, "batch_cost_factor": 0.5}},
+            "batching.batch_cost_factor applies to a service_time distribution only",
+        ),
         ({"pools": [], "service_time": ST}, "at least one pool"),
         (
             {"pools": [{"name": "a", "replicas": 1}, {"name": "a", "replicas": 2}], "service_time": ST},
@@ -296,6 +312,160 @@ def test_unloaded_samples_file_is_a_clear_error_at_simulate_time():
         simulate(dep, _trace(), seed=0)
 
 
+# --------------------------------------------------------------------------- a profiled model
+
+
+def _model_file(tmp_path: Path, model: dict[str, Any] | None = None, **fields: Any) -> Path:
+    """A deployment file naming ``profile.json`` beside it (variant fp32 unless given)."""
+    doc: dict[str, Any] = {"replicas": 1, "model": model or {"profile": "profile.json", "variant": "fp32"}}
+    doc.update(fields)
+    p = tmp_path / "dep.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_deployment(path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_model_profile_is_read_relative_to_the_deployment(tmp_path, monkeypatch, make_variant, write_profile):
+    fp32, int8 = make_variant("fp32"), make_variant("int8", load_time_s=4.0)
+    write_profile(fp32, int8, path="conf/profiles/p.json")
+    (tmp_path / "conf").mkdir(exist_ok=True)
+    p = tmp_path / "conf" / "dep.yaml"
+    p.write_text("replicas: 1\nmodel: {profile: profiles/p.json, variant: int8}\n")
+    monkeypatch.chdir(tmp_path)  # not the deployment's folder
+    dep = load_deployment(p)
+    assert dep.model is not None and dep.service_time is None
+    assert dep.model.profile == "profiles/p.json"  # as written: dumps stay relative
+    assert dep.model.loaded() == int8
+    assert dep.cold_start_s() == 4.0
+
+
+def test_model_profile_may_be_an_absolute_path(tmp_path, make_variant, write_profile):
+    prof = write_profile(make_variant("fp32"), path="elsewhere/p.json")
+    (tmp_path / "d").mkdir()
+    dep = load_deployment(_model_file(tmp_path / "d", {"profile": str(prof), "variant": "fp32"}))
+    assert dep.model is not None and dep.model.loaded().name == "fp32"
+
+
+def test_missing_profile_file_names_the_deployment_and_the_field(tmp_path):
+    p = _model_file(tmp_path)
+    msg = _load_error(p)
+    assert msg.startswith(f"{p}: field 'model.profile': {tmp_path / 'profile.json'}: no such profile file"), msg
+
+
+def test_a_file_that_is_not_a_profile_is_refused(tmp_path):
+    (tmp_path / "profile.json").write_text('{"kind": "result", "schema_version": 1}')
+    msg = _load_error(_model_file(tmp_path))
+    assert "field 'model.profile'" in msg and "kind is 'result', expected 'profile'" in msg
+
+
+def test_unknown_variant_lists_the_profiles_variants(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32"), make_variant("int8"))
+    p = _model_file(tmp_path, {"profile": "profile.json", "variant": "int4"})
+    msg = _load_error(p)
+    assert msg.startswith(f"{p}: field 'model.variant': "), msg
+    assert "no variant 'int4' of builtin:test-model; it holds: fp32, int8" in msg
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"status": "skipped", "skip_reason": "no AMX on this CPU"}, "variant 'int8' of builtin:test-model is skipped (no AMX on this CPU)"),
+        ({"status": "failed", "error": "out of memory"}, "is failed (out of memory)"),
+        ({"status": "incomplete"}, "is incomplete (its measurement did not finish)"),
+        ({"latency_model": None}, "variant 'int8' of builtin:test-model has no fitted latency model"),
+    ],
+)
+def test_a_variant_that_cannot_give_service_times_is_refused(tmp_path, make_variant, write_profile, fields, expected):
+    write_profile(make_variant("fp32"), make_variant("int8", **fields), make_variant("bf16"))
+    msg = _load_error(_model_file(tmp_path, {"profile": "profile.json", "variant": "int8"}))
+    assert "field 'model.variant'" in msg and expected in msg, msg
+    assert msg.endswith("usable variants: fp32, bf16"), msg
+
+
+def test_an_estimated_variant_is_usable(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32", estimated=True))
+    dep = load_deployment(_model_file(tmp_path))
+    assert dep.model is not None and dep.model.loaded().estimated
+
+
+def test_a_profile_of_several_models_needs_spec(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32", model="builtin:a"), make_variant("fp32", model="builtin:b", load_time_s=9.0))
+    msg = _load_error(_model_file(tmp_path))
+    assert "field 'model.spec'" in msg and "holds several models (builtin:a, builtin:b); say which" in msg
+    msg = _load_error(_model_file(tmp_path, {"profile": "profile.json", "variant": "fp32", "spec": "builtin:c"}))
+    assert "field 'model.spec'" in msg and "has no model 'builtin:c'; it holds: builtin:a, builtin:b" in msg
+    dep = load_deployment(_model_file(tmp_path, {"profile": "profile.json", "variant": "fp32", "spec": "builtin:b"}))
+    assert dep.model is not None and dep.model.loaded().model == "builtin:b" and dep.cold_start_s() == 9.0
+
+
+def test_resolved_is_not_for_yaml(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32"))
+    p = _model_file(tmp_path, {"profile": "profile.json", "variant": "fp32", "resolved": {"name": "fp32"}})
+    msg = _load_error(p)
+    assert "field 'model.resolved'" in msg and "must be a servewise.profile.Variant, got dict" in msg
+
+
+def test_a_resolved_variant_must_match_the_reference(make_variant):
+    with pytest.raises(ValidationError, match="resolved is variant 'int8', but variant is 'fp32'"):
+        ModelRef(profile="p.json", variant="fp32", resolved=make_variant("int8"))
+    with pytest.raises(ValidationError, match="resolved is a variant of builtin:test-model, but spec is 'x'"):
+        ModelRef(profile="p.json", variant="fp32", spec="x", resolved=make_variant("fp32"))
+    with pytest.raises(ValidationError, match="is skipped .*: it cannot give service times"):
+        ModelRef(profile="p.json", variant="fp32", resolved=make_variant("fp32", status="skipped", skip_reason="n/a"))
+
+
+AUTOSCALE = {"mode": "autoscale", "min_replicas": 1, "max_replicas": 4, "target_in_flight": 2}
+
+
+def test_cold_start_comes_from_the_profile_unless_set(make_variant):
+    v = make_variant("fp32", load_time_s=2.5)
+
+    def dep(**fields: Any) -> Deployment:
+        return Deployment(replicas=1, model=ModelRef(profile="p.json", variant="fp32", resolved=v), **fields)
+
+    assert dep().cold_start_s() == 2.5
+    assert dep(scaling=Scaling(**AUTOSCALE)).cold_start_s() == 2.5
+    assert dep(scaling=Scaling(**AUTOSCALE, cold_start_s=7.0)).cold_start_s() == 7.0
+    assert dep(scaling=Scaling(cold_start_s=0.0)).cold_start_s() == 0.0  # set explicitly: 0 wins
+    plain = parse_deployment(base(scaling={"cold_start_s": 3.0}))
+    assert plain.cold_start_s() == 3.0 and parse_deployment(base()).cold_start_s() == 0.0
+    unloaded = parse_deployment({"replicas": 1, "model": {"profile": "p.json", "variant": "fp32"}})
+    with pytest.raises(ConfigError, match="not loaded"):
+        unloaded.cold_start_s()
+
+
+def test_a_variant_without_load_time_needs_cold_start_s_only_when_replicas_start_later(
+    tmp_path, make_variant, write_profile
+):
+    write_profile(make_variant("fp32", load_time_s=None))
+    assert load_deployment(_model_file(tmp_path)).cold_start_s() == 0.0  # fixed, no faults: never used
+    for fields, why in [
+        ({"scaling": AUTOSCALE}, "scaling mode 'autoscale'"),
+        ({"replicas": 0, "scaling": {"mode": "serverless", "max_replicas": 2, "keep_alive_s": 5}}, "scaling mode 'serverless'"),
+        ({"faults": {"mtbf_s": 100, "mttr_s": 1}}, "faults"),
+    ]:
+        p = _model_file(tmp_path, **fields)
+        msg = _load_error(p)
+        assert msg.startswith(f"{p}: the document: variant 'fp32' of builtin:test-model has no load_time_s"), msg
+        assert f"({why}): set scaling.cold_start_s" in msg
+        scaling = {**fields.get("scaling", {}), "cold_start_s": 1.5}
+        assert load_deployment(_model_file(tmp_path, **{**fields, "scaling": scaling})).cold_start_s() == 1.5
+
+
+def test_a_deployment_with_a_resolved_variant_is_hashable_and_compares_by_value(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32"))
+    a, b = load_deployment(_model_file(tmp_path)), load_deployment(_model_file(tmp_path))
+    assert a == b and hash(a) == hash(b)
+    assert "latency_model" not in repr(a)  # the variant is not repeated in reprs
+
+
 # --------------------------------------------------------------------------- round trip
 
 
@@ -387,6 +557,39 @@ def test_round_trip_through_a_file(tmp_path):
         p = tmp_path / f"d{k}.yaml"
         p.write_text(dump_deployment(d))
         assert load_deployment(p) == d
+
+
+def test_model_deployment_round_trips_without_its_resolved_variant(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32"))
+    dep = load_deployment(
+        _model_file(
+            tmp_path,
+            {"profile": "profile.json", "variant": "fp32", "spec": "builtin:test-model"},
+            scaling=AUTOSCALE,
+            batching={"max_batch_size": 4, "max_wait_s": 0.01},
+        )
+    )
+    text = dump_deployment(dep)
+    data = yaml.safe_load(text)
+    assert data["model"] == {"profile": "profile.json", "variant": "fp32", "spec": "builtin:test-model"}
+    assert "service_time" not in data
+    # derived or inapplicable defaults are not written: the cold start still comes from the profile
+    assert "cold_start_s" not in data["scaling"] and "batch_cost_factor" not in data["batching"]
+    back = parse_deployment(data)
+    assert back.model is not None and back.model.resolved is None
+    assert back == dep.model_copy(update={"model": dep.model.model_copy(update={"resolved": None})})  # type: ignore[union-attr]
+    assert dump_deployment(back) == text
+    (tmp_path / "again.yaml").write_text(text)
+    again = load_deployment(tmp_path / "again.yaml")
+    assert again == dep and again.cold_start_s() == 2.5
+
+
+def test_an_explicit_cold_start_is_kept_in_the_dump(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32"))
+    dep = load_deployment(_model_file(tmp_path, scaling={**AUTOSCALE, "cold_start_s": 0.0}))
+    data = yaml.safe_load(dump_deployment(dep))
+    assert data["scaling"]["cold_start_s"] == 0.0
+    assert parse_deployment(data).scaling.model_fields_set >= {"cold_start_s"}
 
 
 def test_dump_leaves_out_unset_parts():

@@ -1,0 +1,214 @@
+"""The worker process: one variant of one model, measured in a fresh interpreter.
+
+``python -m profiler._worker JOB.json EVENTS.jsonl``. The parent writes the job; the
+worker appends one JSON event per line and flushes after each, so whatever happens to
+the worker later (an exception, SIGKILL from the OOM killer), the parent has every
+event before it. SIGINT is ignored here: the parent decides what Ctrl-C means.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["main"]
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _peak_rss_bytes() -> int:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kb) * (1 if sys.platform == "darwin" else 1024)
+
+
+class _Events:
+    def __init__(self, f: IO[str]) -> None:
+        self.f = f
+
+    def emit(self, event: str, **data: Any) -> None:
+        self.f.write(json.dumps({"event": event, **data}) + "\n")
+        self.f.flush()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _quiet() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _probe(job: dict[str, Any], ev: _Events) -> None:
+    from profiler._hardware import capabilities, fingerprint
+
+    ev.emit("probe", hardware=fingerprint(int(job["threads"])), capabilities=capabilities())
+
+
+def _prepare(job: dict[str, Any], ev: _Events) -> None:
+    import numpy as np
+    import torch
+
+    from profiler._models import accuracy_inputs, export_onnx, load_model, materialize
+    from profiler._spec import parse_spec
+
+    torch.set_num_threads(int(job["threads"]))
+    spec = parse_spec(job["spec"])
+    workdir = Path(job["workdir"])
+    materialize(spec, workdir)
+    loaded = load_model(spec, workdir)
+    acc = accuracy_inputs(loaded)
+    from profiler._models import TorchRunner
+
+    ref = TorchRunner(loaded, loaded.module, torch.float32, "cpu", acc).outputs()
+    arrays: dict[str, Any] = {"outputs": ref, "vocab_size": np.array(loaded.vocab_size), **acc}
+    np.savez(workdir / "reference.npz", **arrays)
+    onnx_paths: dict[str, str] = {}
+    onnx_errors: dict[str, str] = {}
+    if job.get("onnx") and not (loaded.kind == "decoder" and loaded.family == "hf"):
+        try:
+            onnx_paths, onnx_errors = export_onnx(loaded, workdir, bool(job.get("onnx_int8")))
+        except Exception as err:  # noqa: BLE001 - recorded per variant, never hidden
+            onnx_errors = {"*": f"ONNX export failed: {_first_line(err)}"}
+    ev.emit(
+        "prepared", model_kind=loaded.kind, max_len=loaded.max_len, vocab_size=loaded.vocab_size,
+        onnx_paths=onnx_paths, onnx_errors=onnx_errors,
+    )
+
+
+def _accuracy(ref: Any, out: Any, kind: str, reference: str) -> dict[str, Any]:
+    import numpy as np
+
+    ref = np.asarray(ref, dtype=np.float64)
+    out = np.asarray(out, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise ValueError(f"output shape {out.shape} differs from the reference {ref.shape}")
+    acc: dict[str, Any] = {"reference": reference, "n_inputs": int(ref.shape[0])}
+    acc["max_abs_diff"] = float(np.max(np.abs(ref - out)))
+    if kind == "decoder":
+        def log_softmax(x: Any) -> Any:
+            x = x - x.max(axis=-1, keepdims=True)
+            return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+        lp, lq = log_softmax(ref), log_softmax(out)
+        acc["metric"] = "next_token"
+        acc["top1_agreement"] = float(np.mean(ref.argmax(-1) == out.argmax(-1)))
+        acc["mean_kl"] = float(max(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=-1)), 0.0))
+    else:
+        a = ref.reshape(ref.shape[0], -1)
+        b = out.reshape(out.shape[0], -1)
+        cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+        acc["metric"] = "embedding" if kind == "encoder" else "output"
+        acc["cosine_mean"] = float(np.clip(cos.mean(), -1, 1))
+        acc["cosine_min"] = float(np.clip(cos.min(), -1, 1))
+    return acc
+
+
+def _measure(job: dict[str, Any], ev: _Events) -> None:
+    import numpy as np
+
+    base = _rss_bytes()
+    from profiler._spec import parse_spec
+    from profiler._timing import TimingSettings, latency_stats, measure
+    from profiler._variants import VARIANTS
+
+    spec = parse_spec(job["spec"])
+    variant = VARIANTS[job["variant"]]
+    workdir = Path(job["workdir"])
+    threads = int(job["threads"])
+    cuda = variant.device == "cuda"
+    if variant.backend.startswith("onnxruntime"):  # no torch in this process: honest memory
+        from profiler._ort import build_ort_runner as build_runner
+    else:
+        import torch
+
+        from profiler._models import build_runner
+    ev.emit("start", pid=os.getpid(), base_mem_bytes=base)
+
+    def peak() -> int:
+        if cuda:
+            return int(torch.cuda.max_memory_allocated())
+        return _peak_rss_bytes()
+
+    grid = [tuple(p) for p in job["grid"]]
+    t0 = time.perf_counter()
+    runner, wbytes, kv = build_runner(spec, variant, workdir, threads, job.get("onnx_paths") or {}, job["model_kind"])
+    phase, b, s = grid[0] if grid else ("forward", 1, 8)
+    first_run, first_reset = getattr(runner, "forward" if phase == "forward" else "prefill")(int(b), int(s))
+    first_run()
+    load_time = time.perf_counter() - t0
+    ev.emit("loaded", load_time_s=load_time, weights_bytes=wbytes, kv_bytes_per_token=kv, peak_mem_bytes=peak())
+
+    try:
+        ref = np.load(workdir / "reference.npz")["outputs"]
+        ev.emit("accuracy", accuracy=_accuracy(ref, runner.outputs(), job["model_kind"], "fp32"))
+    except Exception as err:  # noqa: BLE001 - the variant's timings still count
+        ev.emit("accuracy_error", error=_first_line(err))
+
+    timing = TimingSettings(**job["timing"])
+    fault = job.get("fault") or {}
+    for i, (phase, b, s) in enumerate(grid):
+        point: dict[str, Any] = {"phase": phase, "batch_size": int(b), "seq_len": int(s)}
+        try:
+            if fault.get("point") == i:
+                if fault.get("mode") == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise RuntimeError("injected fault (test)")
+            make = {"forward": runner.forward, "prefill": runner.prefill, "decode": runner.decode}[phase]
+            run, reset = make(int(b), int(s))
+            m = measure(run, timing, reset=reset)
+            point.update(
+                status="measured",
+                samples_s=m.samples_s,
+                latency_s=latency_stats(m.samples_s, m.ci_rel),
+                stable=m.stable,
+                instability=m.instability,
+            )
+        except Exception as err:  # noqa: BLE001 - one failed point must not lose the others
+            point.update(status="failed", error=_first_line(err))
+            if cuda:
+                torch.cuda.empty_cache()
+        ev.emit("point", point=point, peak_mem_bytes=peak())
+    ev.emit("done", peak_mem_bytes=peak(), wall_s=time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _quiet()
+    job = json.loads(Path(args[0]).read_text())
+    with open(args[1], "a") as f:
+        ev = _Events(f)
+        try:
+            {"probe": _probe, "prepare": _prepare, "measure": _measure}[job["mode"]](job, ev)
+        except Exception as err:  # noqa: BLE001 - reported to the parent as one line
+            from servewise.errors import ServewiseError
+
+            msg = str(err) if isinstance(err, ServewiseError) else _first_line(err)
+            ev.emit("error", error=msg, traceback=traceback.format_exc(limit=8))
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
