@@ -101,7 +101,14 @@ def fit_latency_model(points: list[Point], decoder: bool, *, seed: int = 0, fold
     k = min(folds, len(y))
     cv = KFold(n_splits=k, shuffle=True, random_state=seed)
     names = STEP_FEATURES if decoder else BATCH_FEATURES
-    cvs = [float(p.latency_s.cv) for p in points if p.status == "measured" and p.latency_s is not None]
+    # Run-to-run spread for the simulator's noise: a robust CV (IQR / 1.349 over the
+    # median, which is sigma for a normal or narrow log-normal), so that rare outliers
+    # (a GC pause, the scheduler) do not inflate every simulated request's variance.
+    cvs = [
+        float(p.latency_s.iqr / 1.349 / p.latency_s.p50)
+        for p in points
+        if p.status == "measured" and p.latency_s is not None and p.latency_s.p50 > 0
+    ]
     common = {
         "target": "step_time" if decoder else "batch_time",
         "features": list(names),

@@ -108,7 +108,9 @@ def load_model(spec: ModelSpec, workdir: Path) -> Loaded:
             mod = torch.export.load(str(spec.path)).module()
     except Exception as err:  # noqa: BLE001 - any loader failure is the user's file
         raise ProfileError(f"{spec.path}: cannot load as {spec.kind} ({type(err).__name__}: {_first_line(err)})") from None
-    return Loaded(mod.eval() if hasattr(mod, "eval") else mod, "classic", 100, 512, spec.kind)
+    if spec.kind == "torchscript":
+        mod = mod.eval()  # an exported program's module has no eval(): it is already inference-only
+    return Loaded(mod, "classic", 100, 512, spec.kind)
 
 
 def _first_line(err: BaseException) -> str:
@@ -292,7 +294,13 @@ class TorchRunner(Runner):
         ctx_ids = self._t(grid_ids(self.l.vocab_size, batch, ctx))
         with torch.inference_mode():
             cache = self.m(input_ids=ctx_ids, use_cache=True).past_key_values
-        return self._timed(lambda: self.m(input_ids=tok, past_key_values=cache, use_cache=True)), lambda: cache.crop(ctx)
+
+        def reset() -> None:  # drop the token the step appended (untimed), back to ctx tokens
+            extra = int(cache.get_seq_length()) - ctx
+            if extra > 0:
+                cache.crop(-extra)
+
+        return self._timed(lambda: self.m(input_ids=tok, past_key_values=cache, use_cache=True)), reset
 
     def outputs(self) -> np.ndarray:
         ids = self._t(self.acc["input_ids"])
@@ -356,6 +364,7 @@ def export_onnx(loaded: Loaded, workdir: Path, want_int8: bool) -> tuple[dict[st
             torch.onnx.export(
                 m, (ids, mask), str(fp32), dynamo=True, input_names=["input_ids", "attention_mask"],
                 dynamic_shapes=({0: b, 1: s}, {0: b, 1: s}), verbose=False,
+                external_data=False,  # one file: quant_pre_process cannot follow external data
             )
         else:
             ids = torch.from_numpy(fixed_inputs(loaded.vocab_size, 2, 16))

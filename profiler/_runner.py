@@ -363,6 +363,7 @@ def _measure_variant(
         "mode": "measure", "spec": spec.text, "variant": v.name, "workdir": str(mwd), "threads": threads,
         "grid": grid, "timing": asdict(settings.timing), "model_kind": kind,
         "onnx_paths": prepared.get("onnx_paths") or {},
+        "reference_error": prepared.get("reference_error"),
         "fault": asdict(fault) if fault is not None and fault.variant == v.name else None,
     }
     error: list[str] = []

@@ -447,28 +447,37 @@ def _accuracy_text(v: Any) -> str:
     if a is None:
         return "—" if not v.accuracy_error else "error"
     if a.metric == "next_token":
-        return f"top1 {a.top1_agreement:.3f} · KL {a.mean_kl:.2e}"
-    return f"cos {a.cosine_mean:.4f} (min {a.cosine_min:.4f})"
+        return f"top1 {a.top1_agreement:.3f} KL {a.mean_kl:.1e}"
+    return f"cos {a.cosine_mean:.4f}"
 
 
 def _print_profile(prof: Any) -> None:
-    t = Table(title=f"profile ({prof.status}) on {prof.hardware.cpu_model}" + (" [estimated]" if prof.estimated else ""), header_style="bold")
-    for col, just in (("model", "left"), ("variant", "left"), ("status", "left"), ("load", "right"), ("peak mem", "right"),
-                      ("weights", "right"), ("fastest point p50", "right"), ("accuracy vs fp32", "left"), ("latency model", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for v in prof.variants:
-        measured = [p for p in v.points if p.status == "measured" and p.latency_s is not None]
-        first = min(measured, key=lambda p: (p.batch_size, p.seq_len, p.phase != "prefill")) if measured else None
-        lm = v.latency_model
-        status = {"measured": "[green]measured[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}.get(v.status, f"[yellow]{v.status}[/]")
-        t.add_row(
-            v.model, v.name, status,
-            _fmt(v.load_time_s, "s"), _bytes(v.peak_mem_bytes), _bytes(v.weights_bytes),
-            f"{_fmt(first.latency_s.p50, 's')} ({first.phase} {first.batch_size}×{first.seq_len})" if first and first.latency_s else "—",
-            _accuracy_text(v),
-            f"{lm.kind}, CV MAPE {lm.cv_mape:.1%}" if lm else "—",
-        )
+    title = f"profile ({prof.status}) on {prof.hardware.catalog_name or prof.hardware.cpu_model}"
+    t = Table(title=title + (" [estimated]" if prof.estimated else ""), header_style="bold")
+    for col, just in (("variant", "left"), ("status", "left"), ("load", "right"), ("peak mem", "right"),
+                      ("weights", "right"), ("p50 (b×s)", "right"), ("vs fp32", "left"), ("fit (CV MAPE)", "left")):
+        t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    models = prof.models()
+    for model in models:
+        if len(models) > 1:
+            t.add_row(f"[bold]{model}[/]")
+        for v in (v for v in prof.variants if v.model == model):
+            measured = [p for p in v.points if p.status == "measured" and p.latency_s is not None]
+            first = min(measured, key=lambda p: (p.batch_size, p.seq_len, p.phase != "prefill")) if measured else None
+            lm = v.latency_model
+            status = {"measured": "[green]measured[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}.get(
+                v.status, f"[yellow]{v.status}[/]"
+            )
+            t.add_row(
+                v.name, status,
+                _fmt(v.load_time_s, "s"), _bytes(v.peak_mem_bytes), _bytes(v.weights_bytes),
+                f"{_fmt(first.latency_s.p50, 's')} ({first.batch_size}×{first.seq_len})" if first and first.latency_s else "—",
+                _accuracy_text(v),
+                f"{lm.kind} {lm.cv_mape:.1%}" if lm else "—",
+            )
     out.print(t)
+    if len(models) == 1:
+        out.print(f"model: {models[0]}", highlight=False)
     for v in prof.variants:
         reason = v.skip_reason or v.error
         if reason:

@@ -162,7 +162,9 @@ class LatencyModel(_Art):
     init: float = 0.0
     learning_rate: float = 0.0
     trees: list[Tree] = Field(default_factory=list)
-    noise_cv: float = Field(default=0.0, ge=0, description="Typical run-to-run CV of the measured points.")
+    noise_cv: float = Field(
+        default=0.0, ge=0, description="Typical run-to-run spread: median over points of IQR / 1.349 / median."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LatencyModel:
@@ -179,6 +181,8 @@ class LatencyModel(_Art):
             return np.maximum(self.intercept_s + x @ np.asarray(self.coef_s), 1e-9)
         total = np.full(len(x), self.init)
         rows = np.arange(len(x))
+        # scikit-learn's trees route float32(x) <= threshold (they predict on float32 input).
+        x = x.astype(np.float32).astype(np.float64)
         for t in self.trees:
             left = np.asarray(t.left)
             right = np.asarray(t.right)
