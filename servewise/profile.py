@@ -49,7 +49,7 @@ PROFILE_SCHEMA_VERSION = 1
 #: Features of a classic (one forward pass) latency model, in order.
 BATCH_FEATURES = ("batch_size", "batch_tokens", "batch_tokens_sq")
 #: Features of an LLM iteration latency model, in order.
-STEP_FEATURES = ("prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens")
+STEP_FEATURES = ("prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens", "prefill_active")
 
 
 class _Art(Frozen):
@@ -217,12 +217,13 @@ def step_features(
 
     ``prefill_tokens`` new prompt tokens over ``prefill_seqs`` sequences (attention cost
     ≈ prefill_tokens² / prefill_seqs), ``decode_seqs`` sequences decoding one token each
-    over ``context_tokens`` cached tokens in all.
+    over ``context_tokens`` cached tokens in all. ``prefill_active`` (1 when the
+    iteration prefills anything) carries the fixed cost a prefill adds to an iteration.
     """
     p, d, c, ps = np.broadcast_arrays(
         *(np.atleast_1d(np.asarray(a, dtype=float)) for a in (prefill_tokens, decode_seqs, context_tokens, prefill_seqs))
     )
-    return np.column_stack([p, p * p / np.maximum(ps, 1.0), d, c])
+    return np.column_stack([p, p * p / np.maximum(ps, 1.0), d, c, (p > 0).astype(float)])
 
 
 class Variant(_Art):

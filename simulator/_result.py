@@ -13,7 +13,7 @@ import pandas as pd
 
 from servewise import __version__
 from servewise._io import atomic_write, read_json, write_json
-from servewise.config import SLO, dump_deployment
+from servewise.config import SLO, Deployment, dump_deployment
 from servewise.errors import ArtifactError
 from servewise.stats import summarize
 
@@ -211,6 +211,7 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
             "trace_source": trace.source,
             "trace_sha256": trace.content_hash(),
             "trace_requests": len(trace),
+            **_model_provenance(dep),
         },
         "summary": summary,
         "pools": per_pool,
@@ -271,3 +272,16 @@ def _check_slo(slo: SLO, summary: dict[str, Any]) -> dict[str, Any]:
         ok = value is not None and (value <= limit if kind == "max" else value >= limit)
         checks[name] = {"limit": limit, "value": value, "pass": bool(ok)}
     return {"pass": all(c["pass"] for c in checks.values()), "checks": checks}
+
+
+def _model_provenance(dep: Deployment) -> dict[str, Any]:
+    """With a profiled ``model``: which variant, and a hash of its content (the YAML holds only a path)."""
+    if dep.model is None or dep.model.resolved is None:
+        return {}
+    v = dep.model.loaded()
+    return {
+        "model_variant": v.label,
+        "model_variant_sha256": hashlib.sha256(v.model_dump_json().encode()).hexdigest(),
+        "model_estimated": v.estimated,
+    }
+

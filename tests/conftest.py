@@ -33,7 +33,7 @@ if os.environ.get("CI"):
 #: Classic model: batch_time(b, s) = 0.01 + 0.02·b + 5e-4·b·s + 2e-6·b·s² seconds.
 CLASSIC_LINEAR = (0.01, [0.02, 5e-4, 2e-6])
 #: Decoder: step_time = 0.003 + 1e-5·prefill + 1e-8·prefill²/seqs + 0.002·decode_seqs + 1e-6·context.
-DECODER_LINEAR = (0.003, [1e-5, 1e-8, 0.002, 1e-6])
+DECODER_LINEAR = (0.003, [1e-5, 1e-8, 0.002, 1e-6, 0.0])
 
 
 def _make_variant(

@@ -35,7 +35,7 @@ def _classic(make_variant, name: str = "fp32", **kw) -> Variant:
 
 
 def _decoder(make_variant, name: str = "fp32", **kw) -> Variant:
-    return make_variant(name, kind="decoder", linear=(DA, [DP, DQ, DD, DC]), **kw)
+    return make_variant(name, kind="decoder", linear=(DA, [DP, DQ, DD, DC, 0.0]), **kw)
 
 
 def _profile(*variants: Variant) -> Profile:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from pydantic import BaseModel
 
-from servewise import config
+from servewise import config, hardware, profile
 from servewise.config import parse_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +36,12 @@ def test_yaml_example_is_a_valid_deployment() -> None:
     assert dep.balancer.policy == "p2c"
 
 
-def test_every_config_field_is_documented() -> None:
+@pytest.mark.parametrize("module", [config, profile, hardware], ids=lambda m: m.__name__)
+def test_every_config_and_artifact_field_is_documented(module) -> None:
     models = [
-        getattr(config, name)
-        for name in config.__all__
-        if isinstance(getattr(config, name), type) and issubclass(getattr(config, name), BaseModel)
+        getattr(module, name)
+        for name in module.__all__
+        if isinstance(getattr(module, name), type) and issubclass(getattr(module, name), BaseModel)
     ]
     missing = [
         f"{m.__name__}.{field}"

@@ -143,7 +143,7 @@ def test_linear_law_of_a_decoder_is_recovered() -> None:
     lm = fit_latency_model(pts, decoder=True)
     assert lm is not None
     assert lm.kind == "linear" and lm.target == "step_time"
-    assert lm.features == ["prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens"]
+    assert lm.features == ["prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens", "prefill_active"]
     assert lm.n_points == len(pts) == 20 + 24
     assert lm.intercept_s == pytest.approx(DEC_A, rel=0.05)
     names = dict(zip(lm.features, lm.coef_s, strict=True))

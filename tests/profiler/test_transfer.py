@@ -183,7 +183,7 @@ def _linear(intercept: float, coef: list[float]) -> LatencyModel:
     return LatencyModel(
         target="step_time",
         kind="linear",
-        features=["prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens"],
+        features=["prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens", "prefill_active"],
         cv_mape=0.05,
         cv_folds=5,
         candidates={"linear": 0.05},
@@ -196,12 +196,12 @@ def _linear(intercept: float, coef: list[float]) -> LatencyModel:
 
 def test_one_ratio_for_every_point_scales_a_linear_model() -> None:
     pts = [_point("decode", b, s, 0.01 * b) for b, s in ((1, 64), (2, 128), (4, 256))]
-    v = _variant(points=pts, latency_model=_linear(0.002, [1e-5, 0.0, 3e-3, 1e-6]))
+    v = _variant(points=pts, latency_model=_linear(0.002, [1e-5, 0.0, 3e-3, 1e-6, 0.0]))
     out = transfer_profile(_profile(v), _machine("tgt", fp32=1e12, bw=4e11), source=SRC)
     lm = out.variants[0].latency_model
     assert lm is not None and lm.kind == "linear"
     assert lm.intercept_s == pytest.approx(0.002 / 4)
-    assert lm.coef_s == pytest.approx([1e-5 / 4, 0.0, 3e-3 / 4, 1e-6 / 4])
+    assert lm.coef_s == pytest.approx([1e-5 / 4, 0.0, 3e-3 / 4, 1e-6 / 4, 0.0])
     assert lm.cv_mape == 0.05
 
 
@@ -212,13 +212,13 @@ def test_different_ratios_refit_the_linear_model_to_the_transferred_points() -> 
     # coefficients 1e-6/3, 0, 1e-3, 5e-7 — which the refit must recover.
     pts = [_point("prefill", b, s, 1e-6 * b * s) for b, s in ((1, 64), (1, 128), (2, 128), (4, 256))]
     pts += [_point("decode", b, s, 2e-3 * b + 1e-6 * b * s) for b, s in ((1, 64), (2, 128), (4, 256))]
-    v = _variant(points=pts, latency_model=_linear(0.0, [1e-6, 0.0, 2e-3, 1e-6]))
+    v = _variant(points=pts, latency_model=_linear(0.0, [1e-6, 0.0, 2e-3, 1e-6, 0.0]))
     out = transfer_profile(_profile(v), _machine("tgt", fp32=3e12, bw=2e11), source=SRC)
     var = out.variants[0]
     lm = var.latency_model
     assert lm is not None and lm.kind == "linear"
     assert lm.intercept_s == pytest.approx(0.0, abs=1e-12)
-    assert lm.coef_s == pytest.approx([1e-6 / 3, 0.0, 1e-3, 5e-7], rel=1e-6, abs=1e-15)
+    assert lm.coef_s == pytest.approx([1e-6 / 3, 0.0, 1e-3, 5e-7, 0.0], rel=1e-6, abs=1e-15)
     assert lm.cv_mape == pytest.approx(0.0, abs=1e-9)
     assert any("refitted" in w for w in var.warnings)
 
@@ -228,7 +228,7 @@ def test_different_ratios_add_a_correction_tree_that_reproduces_every_point() ->
     # different ratios (1/3 and 1/2 on this target).
     tree = Tree(left=[1, -1, -1], right=[2, -1, -1], feature=[0, -2, -2], threshold=[0.5, -2.0, -2.0], value=[0.0, -5.0, 5.0])
     lm = LatencyModel(
-        target="step_time", kind="tree_ensemble", features=["prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens"],
+        target="step_time", kind="tree_ensemble", features=["prefill_tokens", "prefill_tokens_sq", "decode_seqs", "context_tokens", "prefill_active"],
         cv_mape=0.1, cv_folds=5, candidates={"tree_ensemble": 0.1}, n_points=5, init=-4.0, learning_rate=0.1, trees=[tree],
     )
     shapes = [("prefill", 1, 64), ("prefill", 4, 256), ("decode", 1, 64), ("decode", 4, 256)]
@@ -373,7 +373,7 @@ def test_without_a_clock_in_the_model_name_the_default_is_assumed() -> None:
 
 
 def test_the_result_round_trips_through_save_and_load(tmp_path: Path) -> None:
-    lm = _linear(0.001, [1e-6, 0.0, 2e-3, 1e-6])
+    lm = _linear(0.001, [1e-6, 0.0, 2e-3, 1e-6, 0.0])
     out = transfer_profile(_profile(_variant(latency_model=lm)), "a10g", source=SRC)
     save_profile(out, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == out

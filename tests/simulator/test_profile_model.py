@@ -28,7 +28,7 @@ A, B, T, Q = 0.01, 0.02, 5e-4, 2e-6
 CLASSIC = (A, [B, T, Q])
 # decoder: step_time = A0 + P1·prefill + P2·prefill²/seqs + D·decode_seqs + C·context
 A0, P1, P2, D, C = 0.003, 1e-5, 1e-8, 0.002, 1e-6
-DECODER = (A0, [P1, P2, D, C])
+DECODER = (A0, [P1, P2, D, C, 0.0])
 
 
 def classic_time(b: int, s: int) -> float:
@@ -280,3 +280,21 @@ def test_a_decoder_needs_output_tokens_a_classic_model_does_not(tmp_path, make_v
     dep = load_deployment(write_deployment(tmp_path))
     with pytest.raises(ConfigError, match=r"no output_tokens .* builtin:test-model/fp32 \(a decoder model\)"):
         simulate(dep, trace_of([0.0], 10, [0]), seed=0)
+
+
+def test_result_records_which_profiled_variant_ran(tmp_path: Path, make_variant, write_profile) -> None:
+    """The deployment YAML holds only the profile's path: the result names the variant and hashes it."""
+    from servewise.config import load_deployment
+    from simulator import simulate
+
+    write_profile(make_variant("fp32", load_time_s=1.0))
+    dep = load_deployment(write_deployment(tmp_path))
+    res = simulate(dep, trace_of([0.0, 1.0], [16, 16]), seed=0)
+    meta = res.data["metadata"]
+    assert meta["model_variant"] == "builtin:test-model/fp32"
+    assert len(meta["model_variant_sha256"]) == 64 and meta["model_estimated"] is False
+    # A different profile at the same path gives a different hash.
+    write_profile(make_variant("fp32", load_time_s=2.0))
+    meta2 = simulate(load_deployment(write_deployment(tmp_path)), trace_of([0.0, 1.0], [16, 16]), seed=0).data["metadata"]
+    assert meta2["deployment_sha256"] == meta["deployment_sha256"]
+    assert meta2["model_variant_sha256"] != meta["model_variant_sha256"]
