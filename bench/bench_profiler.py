@@ -1,7 +1,7 @@
 """Profiler repeatability and latency-model accuracy (issue #3).
 
-Profiles ``builtin:tiny-gpt2`` twice, each run a fresh set of worker processes, on the
-default grid (prefill 4 batch sizes x 4 prompt lengths, decode 5 batch sizes x 4
+Profiles ``builtin:tiny-gpt2`` twice (runs a and b alternate variant by variant, each
+in fresh worker processes), on the default grid (prefill 4 batch sizes x 4 prompt lengths, decode 5 batch sizes x 4
 context lengths), then reports:
 
 1. per grid point, the relative difference of the two runs' medians
@@ -12,7 +12,7 @@ context lengths), then reports:
 Run: ``python bench/bench_profiler.py --out bench-out/profiler`` (about 10-20 minutes
 on 2 cores with the int8 variant, which compiles every grid shape; ``--variants
 fp32,onnx-int8`` for a quicker run; ``--reuse`` recomputes the report from existing
-files). Writes ``profile-a.json``, ``profile-b.json`` and ``report.json`` there.
+files; ``--refit`` refits the latency models from the stored points). Writes ``profile-a.json``, ``profile-b.json`` and ``report.json`` there.
 """
 
 from __future__ import annotations
@@ -77,6 +77,18 @@ def compare(a: Profile, b: Profile, tolerance: float = 0.03) -> dict[str, object
     }
 
 
+def _refit(prof: Profile) -> Profile:
+    from profiler._fit import fit_latency_model
+
+    variants = [
+        v.model_copy(update={"latency_model": fit_latency_model(v.points, v.model_kind == "decoder")})
+        if v.points
+        else v
+        for v in prof.variants
+    ]
+    return prof.model_copy(update={"variants": variants})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("bench-out/profiler"))
@@ -84,21 +96,29 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=1.0, help="Timed seconds per grid point at most.")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="Use existing profile-a/b.json, only compare.")
+    ap.add_argument("--refit", action="store_true", help="Refit latency models from the points with this code.")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     variants = parse_variants(args.variants)
     settings = ProfileSettings(timing=TimingSettings(budget_s=args.budget_s), threads=args.threads)
-    profiles = []
-    walls = {}
-    for run in ("a", "b"):
-        path = args.out / f"profile-{run}.json"
-        if args.reuse and path.exists():
-            profiles.append(load_profile(path))
-            continue
-        t0 = time.perf_counter()
-        profiles.append(run_profile(["builtin:tiny-gpt2"], variants, path, settings))
-        walls[run] = time.perf_counter() - t0
-        print(f"run {run}: {walls[run]:.0f} s -> {path}", file=sys.stderr)
+    paths = {run: args.out / f"profile-{run}.json" for run in ("a", "b")}
+    walls: dict[str, float] = {"a": 0.0, "b": 0.0}
+    if not args.reuse:
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+        # The two runs alternate variant by variant (a: fp32, b: fp32, a: bf16, ...), each
+        # variant in its own fresh worker processes, so that both runs of a variant see
+        # the machine in about the same state: the bench measures the profiler's
+        # repeatability, not the drift of a shared host over the minutes between runs.
+        for name in variants:
+            for run, path in paths.items():
+                t0 = time.perf_counter()
+                run_profile(["builtin:tiny-gpt2"], [name], path, settings, append=True)
+                walls[run] += time.perf_counter() - t0
+                print(f"run {run}: {name} done ({walls[run]:.0f} s so far) -> {path}", file=sys.stderr)
+    profiles = [load_profile(paths["a"]), load_profile(paths["b"])]
+    if args.refit:
+        profiles = [_refit(p) for p in profiles]
     report = compare(*profiles)
     report["wall_s"] = walls
     report["hardware"] = profiles[0].hardware.model_dump()

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from profiler._fit import fit_latency_model
 from profiler._spec import ModelSpec, parse_spec
 from profiler._timing import TimingSettings
@@ -359,44 +361,80 @@ def _measure_variant(
 ) -> None:
     cur = _entry(spec, v, kind, "incomplete", points=[], warnings=[])
     rec.current = cur
-    job = {
+    timing = settings.timing
+    rounds = max(timing.rounds, 1)
+    n_proc = 1 if v.compiles else max(1, min(timing.processes, rounds))
+    # Rounds of process k: an even split, in order.
+    plan = [list(range(k * rounds // n_proc, (k + 1) * rounds // n_proc)) for k in range(n_proc)]
+    base_job = {
         "mode": "measure", "spec": spec.text, "variant": v.name, "workdir": str(mwd), "threads": threads,
-        "grid": grid, "timing": asdict(settings.timing), "model_kind": kind,
+        "grid": grid, "timing": asdict(timing), "model_kind": kind,
         "onnx_paths": prepared.get("onnx_paths") or {},
         "reference_error": prepared.get("reference_error"),
-        "fault": asdict(fault) if fault is not None and fault.variant == v.name else None,
     }
     error: list[str] = []
+    load_times: list[float] = []
+    round_medians: dict[tuple[str, int, int], list[float]] = {}
     notify("variant", {"model": spec.text, "variant": v.name, "points": len(grid)})
 
     def on_ev(ev: Event) -> None:
         e = ev["event"]
         if e == "start":
-            cur["base_mem_bytes"] = ev["base_mem_bytes"]
+            cur.setdefault("base_mem_bytes", ev["base_mem_bytes"])
         elif e == "loaded":
-            cur.update(load_time_s=ev["load_time_s"], weights_bytes=ev["weights_bytes"],
-                       kv_bytes_per_token=ev["kv_bytes_per_token"], peak_mem_bytes=ev["peak_mem_bytes"])
+            load_times.append(ev["load_time_s"])
+            cur.update(load_time_s=float(np.median(load_times)), load_time_samples_s=list(load_times),
+                       weights_bytes=ev["weights_bytes"],
+                       kv_bytes_per_token=ev["kv_bytes_per_token"],
+                       peak_mem_bytes=max(ev["peak_mem_bytes"], cur.get("peak_mem_bytes") or 0))
         elif e == "accuracy":
             cur["accuracy"] = ev["accuracy"]
         elif e == "accuracy_error":
             cur["accuracy_error"] = ev["error"]
         elif e == "point":
+            # A point is re-sent after every round with all its samples so far: replace it.
             point = Point.model_validate(ev["point"])
-            cur["points"].append(point.model_dump())
-            cur["peak_mem_bytes"] = ev["peak_mem_bytes"]
-            notify("point", {"variant": v.name, "point": point, "done": len(cur["points"]), "total": len(grid)})
+            key = (point.phase, point.batch_size, point.seq_len)
+            if ev.get("round_median") is not None:
+                round_medians.setdefault(key, []).append(float(ev["round_median"]))
+            pts = cur["points"]
+            at = next((j for j, q in enumerate(pts) if (q["phase"], q["batch_size"], q["seq_len"]) == key), None)
+            if at is None:
+                pts.append(point.model_dump())
+            else:
+                pts[at] = point.model_dump()
+            cur["peak_mem_bytes"] = max(ev["peak_mem_bytes"], cur.get("peak_mem_bytes") or 0)
+            done = int(ev.get("round", 0)) * len(grid) + (at + 1 if at is not None else len(pts))
+            notify("point", {"variant": v.name, "point": point, "done": done, "total": rounds * len(grid)})
         elif e == "done":
-            cur.update(peak_mem_bytes=ev["peak_mem_bytes"], wall_s=ev["wall_s"])
+            cur.update(peak_mem_bytes=max(ev["peak_mem_bytes"], cur.get("peak_mem_bytes") or 0),
+                       wall_s=(cur.get("wall_s") or 0.0) + ev["wall_s"])
         elif e == "error":
             error.append(ev["error"])
         rec.write(complete=False)
 
-    try:
-        w, ok = _run_worker(job, mwd, f"{v.name}", on_ev)
-    except KeyboardInterrupt:
-        cur["status"] = "incomplete"
-        cur["warnings"].append("interrupted (Ctrl-C) before the grid was finished")
-        raise
+    ok = True
+    w: _Worker | None = None
+    for k, my_rounds in enumerate(plan):
+        prior = {}
+        for i, (phase, b, s) in enumerate(grid):
+            q = next((q for q in cur["points"] if (q["phase"], q["batch_size"], q["seq_len"]) == (phase, b, s)), None)
+            if q is not None:
+                prior[str(i)] = {"samples": q["samples_s"], "medians": round_medians.get((phase, b, s), []),
+                                 "error": q.get("error")}
+        job = {
+            **base_job, "rounds": my_rounds, "prior": prior, "accuracy": k == 0,
+            "fault": asdict(fault) if fault is not None and fault.variant == v.name and k == 0 else None,
+        }
+        try:
+            w, ok = _run_worker(job, mwd, f"{v.name}.{k}", on_ev)
+        except KeyboardInterrupt:
+            cur["status"] = "incomplete"
+            cur["warnings"].append("interrupted (Ctrl-C) before the grid was finished")
+            raise
+        if not ok or error:
+            break
+    assert w is not None
     points = [Point.model_validate(p) for p in cur["points"]]
     if ok and not error:
         cur["status"] = "measured" if any(p.status == "measured" for p in points) else "failed"

@@ -12,11 +12,11 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-__all__ = ["TimingSettings", "Measurement", "measure", "median_ci", "latency_stats"]
+__all__ = ["TimingSettings", "Measurement", "measure", "stability", "median_ci", "latency_stats"]
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,35 @@ class TimingSettings:
     """How hard to try per grid point."""
 
     budget_s: float = 1.0
-    """Wall-clock budget for the measured repetitions of one point (warm-up excluded)."""
+    """Wall-clock budget for the timed repetitions of one point, all rounds together (warm-up excluded)."""
     target_ci: float = 0.02
     """Stop once the 95% CI of the median is within ± this fraction of the median."""
+    min_time_s: float = 0.3
+    """Time at least this long per point (all rounds together), even once the CI target is met."""
+    rounds: int = 3
+    """Passes over the grid; each point's samples are spread over them, so a slow drift of
+    the machine (other load, frequency) averages out instead of biasing some points."""
+    processes: int = 3
+    """Fresh worker processes the rounds are spread over (at most ``rounds``), so that
+    what differs between processes (memory layout, thread placement) averages out like
+    pyperf's. Variants that compile every shape (int8, TensorRT) use one process."""
     min_samples: int = 10
     max_samples: int = 1000
     warmup_s: float = 0.1
     """At least this long (and at least 3 calls) of warm-up before timing."""
     max_warmup_s: float = 120.0
     """Warm-up stops here even if times still fall (compilation can take this long)."""
+
+    def round(self) -> TimingSettings:
+        """The settings of one of ``rounds`` passes (budgets split evenly)."""
+        k = max(self.rounds, 1)
+        return replace(
+            self,
+            budget_s=self.budget_s / k,
+            min_time_s=self.min_time_s / k,
+            min_samples=max(1, -(-self.min_samples // k)),
+            max_samples=max(1, -(-self.max_samples // k)),
+        )
 
 
 @dataclass
@@ -89,13 +109,18 @@ def measure(
     *,
     reset: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    prior: list[float] | None = None,
+    warmup_min_calls: int = 3,
 ) -> Measurement:
     """Time ``run`` (seconds per call) with warm-up and calibrated repetitions.
 
     ``run`` may return its own duration (GPU code timed with CUDA events); if it returns
     ``None`` the wall-clock time around the call is used. ``reset`` runs untimed after
-    every call (e.g. to crop a KV cache back to its length).
+    every call (e.g. to crop a KV cache back to its length). ``prior`` holds the samples
+    of earlier rounds: the CI that decides when to stop covers them too. The returned
+    ``samples_s`` are this call's only; ``ci_rel`` and stability cover prior + new.
     """
+    prior = list(prior or [])
 
     def once() -> float:
         t0 = clock()
@@ -119,30 +144,45 @@ def measure(
             elapsed = clock() - w0
             if elapsed >= settings.max_warmup_s:
                 break
-            if len(warm) >= 3 and elapsed >= settings.warmup_s:
+            if len(warm) >= warmup_min_calls and elapsed >= settings.warmup_s:
                 recent = warm[-3:]
                 if max(recent) <= 1.5 * min(recent):
                     break
         samples: list[float] = []
         m0 = clock()
         next_check = settings.min_samples
-        ci = math.inf
         while len(samples) < settings.max_samples:
             samples.append(once())
-            if len(samples) >= next_check:
-                ci = _ci_rel(np.asarray(samples))
-                if ci <= settings.target_ci:
+            spent = clock() - m0
+            if len(samples) >= next_check and spent >= settings.min_time_s:
+                if _ci_rel(np.asarray(prior + samples)) <= settings.target_ci:
                     break
                 next_check = len(samples) + max(1, len(samples) // 4)
-            if clock() - m0 >= settings.budget_s and len(samples) >= settings.min_samples:
+            if spent >= settings.budget_s and len(samples) >= settings.min_samples:
                 break
-        if len(samples) < next_check or not math.isfinite(ci):
-            ci = _ci_rel(np.asarray(samples))
     finally:
         if was_enabled:
             gc.enable()
-    stable, why = _stability(np.asarray(samples), ci, settings, clock() - m0)
+    every = np.asarray(prior + samples)
+    ci = _ci_rel(every)
+    stable, why = _stability(every, ci, settings, clock() - m0)
     return Measurement(samples, ci, stable, why, len(warm), clock() - start)
+
+
+def stability(samples: list[float], round_medians: list[float], target_ci: float) -> tuple[float, bool, str | None]:
+    """CI and stability of a point measured over several rounds: (ci_rel, stable, why)."""
+    x = np.asarray(samples)
+    ci = _ci_rel(x)
+    reasons = []
+    if ci > target_ci:
+        reasons.append(f"the 95% CI of the median is ±{ci:.1%} after {len(x)} samples (target ±{target_ci:.0%})")
+    if len(round_medians) >= 2 and min(round_medians) > 0:
+        spread = max(round_medians) / min(round_medians) - 1
+        if spread > 0.10:
+            reasons.append(f"the median moved {spread:.0%} between rounds over the grid")
+    if not reasons:
+        return ci, True, None
+    return ci, False, "; ".join(reasons) + _REMEDY
 
 
 def _stability(x: np.ndarray, ci: float, s: TimingSettings, spent_s: float) -> tuple[bool, str | None]:
@@ -159,8 +199,10 @@ def _stability(x: np.ndarray, ci: float, s: TimingSettings, spent_s: float) -> t
             reasons.append(f"the median moved {drift:.0%} between the first and second half of the run")
     if not reasons:
         return True, None
-    return False, (
-        "; ".join(reasons)
-        + ". Other load on the machine or frequency scaling is the usual cause: close other programs, "
-        "raise --budget-s, or pin --threads below the core count, then profile again"
-    )
+    return False, "; ".join(reasons) + _REMEDY
+
+
+_REMEDY = (
+    ". Other load on the machine or frequency scaling is the usual cause: close other programs, "
+    "raise --budget-s, or pin --threads below the core count, then profile again"
+)

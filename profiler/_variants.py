@@ -19,6 +19,8 @@ class VariantDef:
     device: str
     needs: tuple[str, ...] = ()
     """Capabilities (see ``profiler._hardware.capabilities``) that must be present."""
+    compiles: bool = False
+    """Loading compiles every shape (torch.compile, TensorRT): its rounds share one process."""
 
 
 VARIANTS: dict[str, VariantDef] = {
@@ -26,13 +28,13 @@ VARIANTS: dict[str, VariantDef] = {
     for v in (
         VariantDef("fp32", "float32", "torch-eager", "cpu", ("torch",)),
         VariantDef("bf16", "bfloat16", "torch-eager", "cpu", ("torch",)),
-        VariantDef("int8", "int8", "torchao-int8-dynamic+inductor", "cpu", ("torch", "torchao")),
+        VariantDef("int8", "int8", "torchao-int8-dynamic+inductor", "cpu", ("torch", "torchao"), compiles=True),
         VariantDef("onnx-fp32", "float32", "onnxruntime", "cpu", ("torch", "onnx", "onnxruntime")),
         VariantDef("onnx-int8", "int8", "onnxruntime-dynamic-quant", "cpu", ("torch", "onnx", "onnxruntime")),
         VariantDef("cuda-fp16", "float16", "torch-eager", "cuda", ("torch", "cuda")),
         VariantDef("cuda-bf16", "bfloat16", "torch-eager", "cuda", ("torch", "cuda")),
-        VariantDef("cuda-int8", "int8", "torchao-int8-weight-only+inductor", "cuda", ("torch", "cuda", "torchao")),
-        VariantDef("tensorrt", "float16", "torch-tensorrt", "cuda", ("torch", "cuda", "torch-tensorrt")),
+        VariantDef("cuda-int8", "int8", "torchao-int8-weight-only+inductor", "cuda", ("torch", "cuda", "torchao"), compiles=True),
+        VariantDef("tensorrt", "float16", "torch-tensorrt", "cuda", ("torch", "cuda", "torch-tensorrt"), compiles=True),
     )
 }
 CPU_VARIANTS = tuple(n for n, v in VARIANTS.items() if v.device == "cpu")

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -128,12 +129,16 @@ def _accuracy(ref: Any, out: Any, kind: str, reference: str) -> dict[str, Any]:
     return acc
 
 
+class _NoAccuracy(Exception):
+    pass
+
+
 def _measure(job: dict[str, Any], ev: _Events) -> None:
     import numpy as np
 
     base = _rss_bytes()
     from profiler._spec import parse_spec
-    from profiler._timing import TimingSettings, latency_stats, measure
+    from profiler._timing import TimingSettings, latency_stats, measure, stability
     from profiler._variants import VARIANTS
 
     spec = parse_spec(job["spec"])
@@ -164,38 +169,61 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
     ev.emit("loaded", load_time_s=load_time, weights_bytes=wbytes, kv_bytes_per_token=kv, peak_mem_bytes=peak())
 
     try:
+        if not job.get("accuracy", True):
+            raise _NoAccuracy
         saved = np.load(workdir / "reference.npz")
         if "outputs" not in saved:
             raise RuntimeError(job.get("reference_error") or "no fp32 reference outputs")
         ref = saved["outputs"]
         ev.emit("accuracy", accuracy=_accuracy(ref, runner.outputs(), job["model_kind"], "fp32"))
+    except _NoAccuracy:
+        pass  # measured by an earlier process of this variant
     except Exception as err:  # noqa: BLE001 - the variant's timings still count
         ev.emit("accuracy_error", error=str(err) if isinstance(err, RuntimeError) else _first_line(err))
 
     timing = TimingSettings(**job["timing"])
     fault = job.get("fault") or {}
-    for i, (phase, b, s) in enumerate(grid):
-        point: dict[str, Any] = {"phase": phase, "batch_size": int(b), "seq_len": int(s)}
-        try:
-            if fault.get("point") == i:
-                if fault.get("mode") == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                raise RuntimeError("injected fault (test)")
-            make = {"forward": runner.forward, "prefill": runner.prefill, "decode": runner.decode}[phase]
-            run, reset = make(int(b), int(s))
-            m = measure(run, timing, reset=reset)
-            point.update(
-                status="measured",
-                samples_s=m.samples_s,
-                latency_s=latency_stats(m.samples_s, m.ci_rel),
-                stable=m.stable,
-                instability=m.instability,
-            )
-        except Exception as err:  # noqa: BLE001 - one failed point must not lose the others
-            point.update(status="failed", error=_first_line(err))
-            if cuda:
-                torch.cuda.empty_cache()
-        ev.emit("point", point=point, peak_mem_bytes=peak())
+    # Rounds: every point gets a share of its samples in each pass over the grid, so a
+    # slow drift of the machine spreads over all points instead of biasing some.
+    prior = job.get("prior") or {}
+    samples: list[list[float]] = [list(prior.get(str(i), {}).get("samples", [])) for i in range(len(grid))]
+    medians: list[list[float]] = [list(prior.get(str(i), {}).get("medians", [])) for i in range(len(grid))]
+    failed: list[str | None] = [prior.get(str(i), {}).get("error") for i in range(len(grid))]
+    one_round = timing.round()
+    my_rounds = list(job.get("rounds") or range(max(timing.rounds, 1)))
+    for r in my_rounds:
+        # A fresh process warms up fully; a later round in the same process briefly.
+        settings = one_round if r == my_rounds[0] else replace(one_round, warmup_s=one_round.warmup_s / 4)
+        for i, (phase, b, s) in enumerate(grid):
+            if failed[i] is not None:
+                continue
+            point: dict[str, Any] = {"phase": phase, "batch_size": int(b), "seq_len": int(s)}
+            try:
+                if r == 0 and fault.get("point") == i:
+                    if fault.get("mode") == "kill":
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    raise RuntimeError("injected fault (test)")
+                make = {"forward": runner.forward, "prefill": runner.prefill, "decode": runner.decode}[phase]
+                run, reset = make(int(b), int(s))  # rebuilt every round: only one point's inputs live at a time
+                m = measure(run, settings, reset=reset, prior=samples[i])
+                del run, reset
+                samples[i] += m.samples_s
+                medians[i].append(float(np.median(m.samples_s)))
+                ci, stable, why = stability(samples[i], medians[i], timing.target_ci)
+                point.update(
+                    status="measured",
+                    samples_s=samples[i],
+                    latency_s=latency_stats(samples[i], ci),
+                    stable=stable,
+                    instability=why,
+                )
+            except Exception as err:  # noqa: BLE001 - one failed point must not lose the others
+                failed[i] = _first_line(err)
+                point.update(status="failed", error=failed[i])
+                if cuda:
+                    torch.cuda.empty_cache()
+            ev.emit("point", point=point, round=r, round_median=medians[i][-1] if medians[i] else None,
+                    peak_mem_bytes=peak())
     ev.emit("done", peak_mem_bytes=peak(), wall_s=time.perf_counter() - t0)
 
 

@@ -498,6 +498,7 @@ def profile(
     context_lens: Annotated[str | None, typer.Option("--context-lens", help="Decoder: context lengths of decode steps.")] = None,
     budget_s: Annotated[float | None, typer.Option("--budget-s", help="Seconds of timed repetitions per grid point at most.")] = None,
     target_ci: Annotated[float | None, typer.Option("--target-ci", help="Stop a point once the 95% CI of its median is within ± this fraction.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Passes over the grid; each point's samples are spread over them.")] = None,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: all CPUs this process may use).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of inputs and model fits.")] = 0,
     append: Annotated[bool, typer.Option("--append", help="Add to an existing profile from the same machine (compare models).")] = False,
@@ -534,7 +535,13 @@ def profile(
         from dataclasses import replace
 
         grid = replace(grid, **over)
-        timing = TimingSettings(budget_s=0.2) if fast else TimingSettings(budget_s=3.0, target_ci=0.01) if rigorous else TimingSettings()
+        timing = (
+            TimingSettings(budget_s=0.2, min_time_s=0.1)
+            if fast
+            else TimingSettings(budget_s=3.0, target_ci=0.01, min_time_s=1.0, rounds=5)
+            if rigorous
+            else TimingSettings()
+        )
         if budget_s is not None:
             if budget_s <= 0:
                 raise CLIError(f"--budget-s must be > 0, got {budget_s}")
@@ -543,6 +550,10 @@ def profile(
             if not 0 < target_ci < 1:
                 raise CLIError(f"--target-ci must be in (0, 1), got {target_ci}")
             timing = replace(timing, target_ci=target_ci)
+        if rounds is not None:
+            if rounds < 1:
+                raise CLIError(f"--rounds must be >= 1, got {rounds}")
+            timing = replace(timing, rounds=rounds)
         if threads < 0:
             raise CLIError(f"--threads must be >= 0, got {threads}")
         settings = ProfileSettings(grid=grid, timing=timing, threads=threads, seed=seed)

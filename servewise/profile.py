@@ -240,6 +240,9 @@ class Variant(_Art):
     error: str | None = None
     estimated: bool = Field(default=False, description="True when transferred by a roofline model, not measured.")
     load_time_s: float | None = Field(default=None, ge=0, description="Disk to first inference: the cold start.")
+    load_time_samples_s: list[float] = Field(
+        default_factory=list, description="Load time of each worker process; load_time_s is their median."
+    )
     peak_mem_bytes: int | None = Field(default=None, ge=0, description="RSS high-water mark (CPU) or allocator peak (GPU).")
     base_mem_bytes: int | None = Field(default=None, ge=0, description="The worker's RSS before loading the model.")
     weights_bytes: int | None = Field(default=None, ge=0, description="Size of the variant's serialized weights.")
