@@ -43,6 +43,7 @@ __all__ = [
     "dump_deployment",
     "parse_deployment",
     "format_validation_error",
+    "read_yaml",
 ]
 
 
@@ -625,6 +626,21 @@ def parse_deployment(data: Any, source: str = "deployment") -> Deployment:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; ConfigError names the file (and line) otherwise."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{line}: {problem}") from None
+
+
 def load_deployment(path: str | Path) -> Deployment:
     """Read a deployment YAML file; errors name the file and the field.
 
@@ -632,17 +648,7 @@ def load_deployment(path: str | Path) -> Deployment:
     read here (relative to the file); the profile's variant goes into ``model.resolved``.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read deployment file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{p}{line}: {problem}") from None
+    data = read_yaml(p, "deployment file")
     dep = parse_deployment(data, str(p))
     st = dep.service_time
     if isinstance(st, Empirical) and st.samples_file is not None:

@@ -18,10 +18,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from servewise.config import Frozen, format_validation_error
+from servewise.config import Frozen, format_validation_error, read_yaml
 from servewise.errors import ConfigError
 
 __all__ = [
@@ -245,7 +244,7 @@ def cpu_peak_flops(cores: int, freq_hz: float, flags: Iterable[str]) -> dict[str
 
 
 def _packaged() -> Path:
-    return Path(str(resources.files("servewise.data").joinpath("hardware_catalog.yaml")))
+    return Path(str(resources.files("servewise").joinpath("data", "hardware_catalog.yaml")))
 
 
 def parse_catalog(data: Any, source: str = "hardware catalog") -> Catalog:
@@ -276,15 +275,4 @@ def parse_catalog(data: Any, source: str = "hardware catalog") -> Catalog:
 def load_catalog(path: str | Path | None = None) -> Catalog:
     """Read a hardware catalog YAML file; ``None`` reads the one shipped with servewise."""
     p = _packaged() if path is None else Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read hardware catalog ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{p}{line}: {problem}") from None
-    return parse_catalog(data, str(p))
+    return parse_catalog(read_yaml(p, "hardware catalog"), str(p))
