@@ -82,7 +82,13 @@ def test_ctrl_c_keeps_everything_measured_marked_incomplete(tmp_path: Path) -> N
     tmp = tmp_path / "tmp"  # the run's work folder goes here, so we can look for leftovers
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A process started with SIGINT ignored (as a pytest-xdist worker may be, or a background
+    # job of a non-interactive shell) passes that on, and Python then installs no Ctrl-C
+    # handler: give the CLI the default disposition, as a terminal would.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
