@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from servewise.errors import CLIError, ProfileInterrupted, ServewiseError
@@ -51,10 +52,10 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except ProfileInterrupted as e:
-        err.print(f"[bold yellow]{e}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[bold yellow]{escape(str(e))}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except ServewiseError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -102,7 +103,7 @@ def _load_trace(
 
     t = load_trace(path, format=fmt, column_map=_column_map(column_map), skip_bad_rows=skip_bad_rows)
     if skip_bad_rows and t.skipped_rows:
-        err.print(f"warning: skipped {t.skipped_rows} malformed row(s) of {path}")
+        err.print(f"warning: skipped {t.skipped_rows} malformed row(s) of {path}", markup=False)
     if window is not None:
         a, sep, b = window.partition(":")
         try:
@@ -211,7 +212,7 @@ def _simulate(
         if slo is not None:
             verdict = "[green]met[/]" if slo["pass"] else "[red]violated[/]"
             out.print(f"SLO {verdict}: " + ", ".join(f"{k} {'ok' if c['pass'] else 'FAIL'}" for k, c in slo["checks"].items()))
-        out.print(f"wrote {json_path} and {csv_path}")
+        out.print(f"wrote {json_path} and {csv_path}", markup=False)
     return result.data
 
 
@@ -271,7 +272,7 @@ def demo(
 
     with _errors():
         dep_path = Path(str(files("servewise") / "data" / "default_deployment.yaml"))
-        out.print(f"deployment: {dep_path}\ntrace:      {default_trace_path()}")
+        out.print(f"deployment: {dep_path}\ntrace:      {default_trace_path()}", markup=False)
         _simulate(
             dep_path,
             default_trace_path(),
@@ -392,7 +393,7 @@ def trace_generate_cmd(
         if zipf_keys is not None and zipf_alpha is not None:
             t = t.with_zipf_keys(zipf_keys, zipf_alpha, seed=seed)
         save_trace(t, out_path)
-    out.print(f"wrote {len(t):,} requests over {t.duration_s:,.1f} s to {out_path}")
+    out.print(f"wrote {len(t):,} requests over {t.duration_s:,.1f} s to {out_path}", markup=False)
 
 
 # --------------------------------------------------------------------------- deployment
@@ -405,7 +406,7 @@ def deployment_check(path: Annotated[Path, typer.Argument(help="Deployment YAML.
 
     with _errors():
         dep = load_deployment(path)
-    out.print(f"[green]ok[/]: {path}")
+    out.print(f"[green]ok[/]: {escape(str(path))}")
     out.print(dump_deployment(dep), highlight=False, markup=False)
 
 
@@ -452,7 +453,7 @@ def _accuracy_text(v: Any) -> str:
 
 
 def _print_profile(prof: Any) -> None:
-    title = f"profile ({prof.status}) on {prof.hardware.catalog_name or prof.hardware.cpu_model}"
+    title = escape(f"profile ({prof.status}) on {prof.hardware.catalog_name or prof.hardware.cpu_model}")
     t = Table(title=title + (" [estimated]" if prof.estimated else ""), header_style="bold")
     for col, just in (("variant", "left"), ("status", "left"), ("load", "right"), ("peak mem", "right"),
                       ("weights", "right"), ("p50 (b×s)", "right"), ("vs fp32", "left"), ("fit (CV MAPE)", "left")):
@@ -460,7 +461,7 @@ def _print_profile(prof: Any) -> None:
     models = prof.models()
     for model in models:
         if len(models) > 1:
-            t.add_row(f"[bold]{model}[/]")
+            t.add_row(f"[bold]{escape(model)}[/]")
         for v in (v for v in prof.variants if v.model == model):
             measured = [p for p in v.points if p.status == "measured" and p.latency_s is not None]
             first = min(measured, key=lambda p: (p.batch_size, p.seq_len, p.phase != "prefill")) if measured else None
@@ -469,7 +470,7 @@ def _print_profile(prof: Any) -> None:
                 v.status, f"[yellow]{v.status}[/]"
             )
             t.add_row(
-                v.name, status,
+                escape(v.name), status,
                 _fmt(v.load_time_s, "s"), _bytes(v.peak_mem_bytes), _bytes(v.weights_bytes),
                 f"{_fmt(first.latency_s.p50, 's')} ({first.batch_size}×{first.seq_len})" if first and first.latency_s else "—",
                 _accuracy_text(v),
@@ -477,13 +478,13 @@ def _print_profile(prof: Any) -> None:
             )
     out.print(t)
     if len(models) == 1:
-        out.print(f"model: {models[0]}", highlight=False)
+        out.print(f"model: {models[0]}", highlight=False, markup=False)
     for v in prof.variants:
         reason = v.skip_reason or v.error
         if reason:
-            out.print(f"  {v.model}/{v.name}: {reason}", highlight=False, soft_wrap=True)
+            out.print(f"  {v.model}/{v.name}: {reason}", highlight=False, soft_wrap=True, markup=False)
         for w in v.warnings:
-            out.print(f"  [yellow]{v.model}/{v.name}: {w}[/]", highlight=False, soft_wrap=True)
+            out.print(f"  [yellow]{escape(f'{v.model}/{v.name}: {w}')}[/]", highlight=False, soft_wrap=True)
 
 
 @profile_app.callback()
@@ -564,24 +565,24 @@ def profile(
                 return
             if kind == "hardware":
                 hw = data["hardware"]
-                err.print(f"hardware: {hw.cpu_model}, {hw.threads_used} threads" + (f", {hw.gpu_name}" if hw.gpu_name else ""), highlight=False)
+                err.print(f"hardware: {hw.cpu_model}, {hw.threads_used} threads" + (f", {hw.gpu_name}" if hw.gpu_name else ""), highlight=False, markup=False)
             elif kind == "prepare":
-                err.print(f"{data['model']}: preparing (build / load, fp32 reference, ONNX export)", highlight=False)
+                err.print(f"{data['model']}: preparing (build / load, fp32 reference, ONNX export)", highlight=False, markup=False)
             elif kind == "variant":
-                err.print(f"{data['model']}/{data['variant']}: measuring {data['points']} points in a fresh worker", highlight=False)
+                err.print(f"{data['model']}/{data['variant']}: measuring {data['points']} points in fresh workers", highlight=False, markup=False)
             elif kind == "variant_done":
                 v = data["variant"]
                 extra = v.skip_reason or v.error or (f"load {_fmt(v.load_time_s, 's')}, peak {_bytes(v.peak_mem_bytes)}")
-                err.print(f"{v.model}/{v.name}: {v.status} — {extra}", highlight=False, soft_wrap=True)
+                err.print(f"{v.model}/{v.name}: {v.status} — {extra}", highlight=False, soft_wrap=True, markup=False)
             elif kind == "model_failed":
-                err.print(f"[red]{data['model']}: {data['error']}[/]", highlight=False, soft_wrap=True)
+                err.print(f"[red]{escape(str(data['model']) + ': ' + str(data['error']))}[/]", highlight=False, soft_wrap=True)
 
         prof = run_profile(model, names, out_path, settings, append=append, on_event=on_event)
         if not quiet:
             _print_profile(prof)
-            out.print(f"wrote {out_path}")
+            out.print(f"wrote {out_path}", markup=False)
         if any(v.status == "failed" for v in prof.variants):
-            err.print(f"[red]some variants failed; {out_path} holds everything measured[/]")
+            err.print(f"[red]some variants failed; {escape(str(out_path))} holds everything measured[/]")
             raise typer.Exit(EXIT_VIOLATION)
 
 
@@ -611,7 +612,7 @@ def profile_transfer(
         est = transfer_profile(load_profile(path), to, catalog=load_catalog(catalog), source=source)
         save_profile(est, out_path)
         _print_profile(est)
-        out.print(f"wrote {out_path} (estimated for {to}, not measured)")
+        out.print(f"wrote {out_path} (estimated for {to}, not measured)", markup=False)
 
 
 def main() -> None:

@@ -79,3 +79,17 @@ def test_show_refuses_other_artifacts(tmp_path: Path) -> None:
     f.write_text('{"kind": "sim_result", "schema_version": 1}')
     r = run("profile", "show", str(f))
     assert r.exit_code == 2 and "expected 'profile'" in r.output
+
+
+def test_messages_with_brackets_are_printed_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich markup must not eat '[profile]' or a path with brackets."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    r = run("profile", "--model", "builtin:tiny-gpt2", "--out", str(tmp_path / "p.json"))
+    assert r.exit_code == 2
+    assert "pip install 'servewise[profile]'" in r.output
+    monkeypatch.undo()
+    r = run("profile", "--model", "hf:/no/such[dir]", "--out", str(tmp_path / "p.json"))
+    assert r.exit_code == 2 and "/no/such[dir] is not a folder" in r.output
