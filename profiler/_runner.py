@@ -115,6 +115,7 @@ class _Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "profiler._worker", str(self.job_path), str(self.events_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=workdir,  # exporters and quantisers drop temp files in the working directory
                 start_new_session=True,  # Ctrl-C reaches the parent only; it stops the worker
             )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from _torchreq import require_torch
 
@@ -14,10 +16,28 @@ GRID = Grid(batch_sizes=(1, 2), seq_lens=(8, 16))
 
 
 @pytest.fixture(scope="module")
-def minilm(tmp_path_factory: pytest.TempPathFactory):
+def minilm_run(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("minilm") / "profile.json"
     timing = TimingSettings(budget_s=0.05, warmup_s=0.02)
-    return run_profile(["builtin:minilm"], list(CPU_VARIANTS), out, ProfileSettings(grid=GRID, timing=timing, threads=1))
+    # Run from an empty folder: ONNX export and quantisation must leave nothing in the
+    # caller's working directory (they write temp files to the cwd of their process).
+    cwd = tmp_path_factory.mktemp("cwd")
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        prof = run_profile(["builtin:minilm"], list(CPU_VARIANTS), out, ProfileSettings(grid=GRID, timing=timing, threads=1))
+    finally:
+        os.chdir(before)
+    return prof, sorted(p.name for p in cwd.iterdir())
+
+
+def test_nothing_is_left_in_the_working_directory(minilm_run) -> None:
+    assert minilm_run[1] == []
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_run):
+    return minilm_run[0]
 
 
 def test_every_cpu_variant_measured(minilm) -> None:
