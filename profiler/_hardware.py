@@ -7,7 +7,7 @@ import os
 import platform
 from typing import Any
 
-__all__ = ["fingerprint", "capabilities"]
+__all__ = ["fingerprint", "capabilities", "usable_cpus"]
 
 _FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
 
@@ -44,12 +44,17 @@ def _version(module: str) -> str | None:
         return None
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def fingerprint(threads_used: int) -> dict[str, Any]:
     """CPU model, cores, threads, memory; GPU name, driver, CUDA; library versions."""
     model, flags = _cpuinfo()
     hw: dict[str, Any] = {
         "cpu_model": model,
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        "cpu_count": usable_cpus(),
         "threads_used": threads_used,
         "mem_bytes": _mem_bytes(),
         "cpu_flags": flags,

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from profiler._fit import fit_latency_model
+from profiler._hardware import usable_cpus
 from profiler._spec import ModelSpec, parse_spec
 from profiler._timing import TimingSettings
 from profiler._variants import VARIANTS, VariantDef, skip_reason
@@ -65,9 +66,7 @@ class ProfileSettings:
     seed: int = 0
 
     def resolved_threads(self) -> int:
-        if self.threads > 0:
-            return self.threads
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return self.threads if self.threads > 0 else usable_cpus()
 
 
 @dataclass(frozen=True)
@@ -335,14 +334,10 @@ def _profile_model(
         if reason is None and v.backend.startswith("onnxruntime") and name not in prepared["onnx_paths"]:
             errs = prepared.get("onnx_errors") or {}
             err = errs.get(name) or errs.get("*") or "ONNX export produced no file"
-            rec.replace(Variant.model_validate(_entry(spec, v, kind, "failed", error=err)))
-            rec.write(complete=False)
-            notify("variant_done", {"variant": rec.done[-1]})
+            _record(rec, notify, Variant.model_validate(_entry(spec, v, kind, "failed", error=err)))
             continue
         if reason is not None:
-            rec.replace(Variant.model_validate(_entry(spec, v, kind, "skipped", skip_reason=reason)))
-            rec.write(complete=False)
-            notify("variant_done", {"variant": rec.done[-1]})
+            _record(rec, notify, Variant.model_validate(_entry(spec, v, kind, "skipped", skip_reason=reason)))
             continue
         _measure_variant(spec, v, kind, grid, settings, threads, prepared, mwd, rec, notify, fault)
 
@@ -456,8 +451,12 @@ def _measure_variant(
         cur["latency_model"] = lm.model_dump()
     elif any(p.status == "measured" for p in points):
         cur["warnings"].append("too few measured points to fit a latency model (need 4)")
-    variant = Variant.model_validate(cur)
     rec.current = None
+    _record(rec, notify, Variant.model_validate(cur))
+
+
+def _record(rec: _Recorder, notify: Callable[[str, dict[str, Any]], None], variant: Variant) -> None:
+    """A variant is finished (measured, failed or skipped): keep it, save, tell."""
     rec.replace(variant)
     rec.write(complete=False)
     notify("variant_done", {"variant": variant})

@@ -163,43 +163,35 @@ def measure(
     finally:
         if was_enabled:
             gc.enable()
-    every = np.asarray(prior + samples)
-    ci = _ci_rel(every)
-    stable, why = _stability(every, ci, settings, clock() - m0)
+    ci, stable, why = stability(prior + samples, [], settings.target_ci)
     return Measurement(samples, ci, stable, why, len(warm), clock() - start)
 
 
 def stability(samples: list[float], round_medians: list[float], target_ci: float) -> tuple[float, bool, str | None]:
-    """CI and stability of a point measured over several rounds: (ci_rel, stable, why)."""
+    """CI of the median and stability of a point: (ci_rel, stable, why).
+
+    Unstable when the CI misses ``target_ci``, or when the median moved more than 10%:
+    between rounds when there were several, else between the two halves of the samples.
+    """
     x = np.asarray(samples)
     ci = _ci_rel(x)
     reasons = []
     if ci > target_ci:
         reasons.append(f"the 95% CI of the median is ±{ci:.1%} after {len(x)} samples (target ±{target_ci:.0%})")
-    if len(round_medians) >= 2 and min(round_medians) > 0:
-        spread = max(round_medians) / min(round_medians) - 1
-        if spread > 0.10:
-            reasons.append(f"the median moved {spread:.0%} between rounds over the grid")
-    if not reasons:
-        return ci, True, None
-    return ci, False, "; ".join(reasons) + _REMEDY
-
-
-def _stability(x: np.ndarray, ci: float, s: TimingSettings, spent_s: float) -> tuple[bool, str | None]:
-    reasons: list[str] = []
-    if ci > s.target_ci:
-        reasons.append(
-            f"the 95% CI of the median is ±{ci:.1%} after {len(x)} samples in {spent_s:.2f} s (target ±{s.target_ci:.0%})"
-        )
-    if len(x) >= 20:
+    if len(round_medians) >= 2:
+        if min(round_medians) > 0:
+            spread = max(round_medians) / min(round_medians) - 1
+            if spread > 0.10:
+                reasons.append(f"the median moved {spread:.0%} between rounds over the grid")
+    elif len(x) >= 20:
         half = len(x) // 2
-        a, b = float(np.median(x[:half])), float(np.median(x[half:]))
-        drift = abs(b - a) / min(a, b) if min(a, b) > 0 else 0.0
+        lo, hi = float(np.median(x[:half])), float(np.median(x[half:]))
+        drift = abs(hi - lo) / min(lo, hi) if min(lo, hi) > 0 else 0.0
         if drift > 0.10:
             reasons.append(f"the median moved {drift:.0%} between the first and second half of the run")
     if not reasons:
-        return True, None
-    return False, "; ".join(reasons) + _REMEDY
+        return ci, True, None
+    return ci, False, "; ".join(reasons) + _REMEDY
 
 
 _REMEDY = (
