@@ -38,6 +38,7 @@ __all__ = [
     "Pool",
     "Faults",
     "SLO",
+    "ContinuousEngine",
     "Deployment",
     "load_deployment",
     "dump_deployment",
@@ -294,13 +295,16 @@ class ModelRef(Frozen):
 class Balancer(Frozen):
     """Load-balancing policy (see ``servewise.policies.lb_policies``) and its parameters.
 
-    ``d`` is used by ``p2c``; ``virtual_nodes`` and ``load_bound`` by ``consistent_hash``.
+    ``d`` is used by ``p2c``; ``virtual_nodes`` by ``consistent_hash``; ``load_bound`` by
+    ``consistent_hash`` and ``prefix_affinity``.
     """
 
     policy: str = Field(default="round_robin", description="Registered balancer name.")
     d: int | None = Field(default=None, ge=1, description="p2c: replicas sampled per request.")
     virtual_nodes: int | None = Field(default=None, ge=1, description="consistent_hash: ring points per replica.")
-    load_bound: float | None = Field(default=None, gt=1, description="consistent_hash: bounded-load factor c > 1.")
+    load_bound: float | None = Field(
+        default=None, gt=1, description="consistent_hash, prefix_affinity: bounded-load factor c > 1."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> Balancer:
@@ -465,6 +469,51 @@ class Faults(Frozen):
     max_retries: int = Field(default=2, ge=0, description="Retries per request before it fails.")
 
 
+class ContinuousEngine(Frozen):
+    """An LLM engine in each replica: iteration-level (continuous) batching over a paged KV cache.
+
+    Every iteration the scheduler picks the running sequences' next tokens and new prompt
+    (chunks) within ``max_num_seqs`` and ``max_batched_tokens``; its time is the profile's
+    ``step_time``. KV blocks of ``block_size`` tokens are allocated as sequences grow; on
+    overflow the newest running sequence is preempted (``recompute``: its KV is dropped
+    and rebuilt later; ``swap``: copied out and back at ``swap_bandwidth_bytes_per_s``).
+    The KV capacity is ``kv_capacity_tokens``, else ``kv_cache_bytes``, else the pool's
+    device memory × ``memory_utilization`` minus the variant's weights.
+    """
+
+    kind: Literal["continuous"] = "continuous"
+    max_num_seqs: int = Field(default=256, ge=1, description="Most sequences running (scheduled) at once.")
+    max_batched_tokens: int = Field(default=8192, ge=1, description="Most tokens (prompt + decode) in one iteration.")
+    chunked_prefill: bool = Field(default=True, description="Split a long prompt over several iterations.")
+    priority: Literal["decode_first", "prefill_first"] = Field(
+        default="decode_first",
+        description="decode_first: running decodes first, prompts fill the rest (vLLM V1); "
+        "prefill_first: an iteration with prompts to admit runs prompts only (vLLM V0).",
+    )
+    block_size: int = Field(default=16, ge=1, description="Tokens per KV-cache block.")
+    preemption: Literal["recompute", "swap"] = Field(default="recompute", description="What happens on KV overflow.")
+    swap_bandwidth_bytes_per_s: float = Field(
+        default=16e9, gt=0, description="swap: device <-> host copy bandwidth, bytes/s (PCIe 4.0 x16 ~ 16 GB/s usable)."
+    )
+    memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Share of device memory the engine may use (weights + KV)."
+    )
+    kv_cache_bytes: int | None = Field(default=None, gt=0, description="KV-cache size per replica, bytes (overrides memory).")
+    kv_capacity_tokens: int | None = Field(default=None, gt=0, description="KV-cache size per replica, tokens (overrides all).")
+    prefix_caching: bool = Field(default=True, description="Reuse cached prompt blocks (needs a trace with prefix blocks).")
+    fast_forward: bool = Field(
+        default=True, description="Advance runs of identical decode iterations in one step (same results as stepping)."
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ContinuousEngine:
+        if self.kv_cache_bytes is not None and self.kv_capacity_tokens is not None:
+            raise ValueError("give at most one of kv_cache_bytes and kv_capacity_tokens")
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < self.block_size:
+            raise ValueError(f"kv_capacity_tokens ({self.kv_capacity_tokens}) holds no block of block_size {self.block_size}")
+        return self
+
+
 class SLO(Frozen):
     """Service-level objectives checked against a result (all optional)."""
 
@@ -475,6 +524,29 @@ class SLO(Frozen):
     max_rejection_ratio: float | None = Field(default=None, ge=0, le=1)
     max_failure_ratio: float | None = Field(default=None, ge=0, le=1)
     min_availability: float | None = Field(default=None, ge=0, le=1)
+    p50_ttft_s: float | None = Field(default=None, gt=0, description="LLM: time to first token, percentile limit.")
+    p90_ttft_s: float | None = Field(default=None, gt=0)
+    p95_ttft_s: float | None = Field(default=None, gt=0)
+    p99_ttft_s: float | None = Field(default=None, gt=0)
+    p50_tpot_s: float | None = Field(default=None, gt=0, description="LLM: time per output token, percentile limit.")
+    p90_tpot_s: float | None = Field(default=None, gt=0)
+    p95_tpot_s: float | None = Field(default=None, gt=0)
+    p99_tpot_s: float | None = Field(default=None, gt=0)
+    ttft_target_s: float | None = Field(
+        default=None, gt=0, description="LLM goodput: a request counts when its TTFT is at most this ..."
+    )
+    tpot_target_s: float | None = Field(default=None, gt=0, description="... and its TPOT at most this.")
+    min_goodput_rps: float | None = Field(default=None, ge=0, description="LLM: goodput limit, requests/s.")
+
+    @model_validator(mode="after")
+    def _goodput(self) -> SLO:
+        if self.min_goodput_rps is not None and self.ttft_target_s is None and self.tpot_target_s is None:
+            raise ValueError("min_goodput_rps needs ttft_target_s and/or tpot_target_s (the per-request targets)")
+        return self
+
+
+_LLM_BALANCERS = ("least_kv", "prefix_affinity")
+"""Balancers that read the KV cache of a replica: only with ``engine: continuous``."""
 
 
 class Deployment(Frozen):
@@ -506,6 +578,9 @@ class Deployment(Frozen):
     scaling: Scaling = Field(default_factory=Scaling)
     pools: tuple[Pool, ...] | None = None
     faults: Faults | None = None
+    engine: ContinuousEngine | None = Field(
+        default=None, description="LLM engine per replica (continuous batching); needs a decoder 'model'."
+    )
     slo: SLO | None = None
 
     @model_validator(mode="after")
@@ -539,6 +614,12 @@ class Deployment(Frozen):
         if (self.service_time is None) == (self.model is None):
             got = "neither" if self.model is None else "both"
             raise ValueError(f"give exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got {got}")
+        if self.engine is not None:
+            self._check_engine()
+        elif self.balancer.policy in _LLM_BALANCERS:
+            raise ValueError(
+                f"balancer {self.balancer.policy!r} reads each replica's KV cache: it needs engine: {{kind: continuous}}"
+            )
         if self.model is not None:
             if self.batching is not None and "batch_cost_factor" in self.batching.model_fields_set:
                 raise ValueError(
@@ -551,6 +632,31 @@ class Deployment(Frozen):
                 except ConfigError as err:
                     raise ValueError(str(err)) from None
         return self
+
+    def _check_engine(self) -> None:
+        if self.model is None:
+            raise ValueError("engine 'continuous' takes its iteration times from a profiled decoder: give 'model'")
+        clash = [
+            what
+            for what, bad in (
+                ("batching", self.batching is not None),
+                ("concurrency", self.concurrency != 1 or any(p.concurrency not in (None, 1) for p in self.resolved_pools())),
+                (f"scaling mode {self.scaling.mode!r}", self.scaling.mode != "fixed"),
+                ("faults", self.faults is not None),
+            )
+            if bad
+        ]
+        if clash:
+            raise ValueError(
+                f"engine 'continuous' does not combine with {clash[0]} (it batches iterations itself; autoscaling, "
+                "serverless and faults are not modelled for it yet)"
+            )
+        if self.model.resolved is not None:
+            v = self.model.loaded()
+            if v.model_kind != "decoder":
+                raise ValueError(f"engine 'continuous' needs a decoder model; {v.label} is a {v.model_kind} model")
+            if v.latency_model is not None and v.latency_model.target != "step_time":
+                raise ValueError(f"engine 'continuous' needs a step_time latency model; {v.label} has none")
 
     def cold_start_s(self) -> float:
         """Seconds from the start of a new (or repaired) replica to its first request.

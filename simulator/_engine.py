@@ -115,6 +115,8 @@ class RawResult:
     cold_starts: int
     restarts: int
     serverless_busy_s: float
+    llm: Any = None  # simulator._llm.LLMRaw for engine 'continuous'
+    pool_kv: list[dict[str, Any]] | None = None  # engine 'continuous': KV capacity of each pool
 
 
 class Engine:

@@ -198,6 +198,7 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "cost_per_million_requests_usd": _ratio(total_cost * 1e6, n_completed),
         "warmup_s": warmup_s,
     }
+    summary.update(_llm_summary(raw, counted, duration))
 
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -219,6 +220,15 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
         "slo": _check_slo(dep.slo, summary) if dep.slo is not None else None,
     }
+    if raw.llm is not None:
+        data["engine"] = {
+            "kind": "continuous",
+            "pools": raw.pool_kv,
+            "replicas": raw.llm.kv,
+            "iterations": raw.llm.iterations,
+            "fast_forward_spans": raw.llm.spans,
+            "rejections": raw.llm.rejections,
+        }
 
     latency = raw.end_s - arrival
     queue_all = np.where(np.isnan(raw.start_s), np.nan, np.maximum(raw.start_s - raw.dispatch_s - raw.cold_start_s, 0.0))
@@ -243,9 +253,78 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
             "warmup": ~counted,
         }
     )
+    if raw.llm is not None:
+        llm = raw.llm
+        gen = llm.generated
+        table["first_token_s"] = llm.first_token_s
+        table["ttft_s"] = llm.first_token_s - arrival
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table["tpot_s"] = np.where(gen > 1, (raw.end_s - llm.first_token_s) / np.maximum(gen - 1, 1), np.nan)
+        table["itl_max_s"] = llm.itl_max_s
+        table["generated_tokens"] = gen
+        table["cached_tokens"] = llm.cached_tokens
+        table["prefilled_tokens"] = llm.prefilled_tokens
+        table["preemptions"] = llm.preemptions
     table.loc[table["replica"] < 0, "replica"] = pd.NA
     table["replica"] = table["replica"].astype("Int64")
     return SimResult(data=data, requests=table)
+
+
+def _llm_summary(raw: RawResult, counted: np.ndarray, duration: float) -> dict[str, Any]:
+    """TTFT, TPOT, inter-token latency, goodput, KV and prefix-cache figures (None without an LLM engine)."""
+    keys = ("ttft_s", "tpot_s", "itl_s")
+    llm = raw.llm
+    if llm is None:
+        return {
+            **{k: summarize([]) for k in keys},
+            "output_tokens_per_s": None,
+            "goodput_rps": None,
+            "prefix_hit_ratio": None,
+            "prefill_tokens_saved": None,
+            "preemptions": None,
+            "kv_utilisation": None,
+        }
+    trace = raw.trace
+    dep = raw.deployment
+    done = counted & (raw.status == COMPLETED)
+    first = llm.first_token_s[done]
+    end = raw.end_s[done]
+    gen = llm.generated[done]
+    ttft = first - trace.arrival_s[done]
+    multi = gen > 1
+    tpot = (end[multi] - first[multi]) / (gen[multi] - 1)
+    goodput = None
+    slo = dep.slo
+    if slo is not None and (slo.ttft_target_s is not None or slo.tpot_target_s is not None):
+        ok = np.ones(len(ttft), dtype=bool)
+        if slo.ttft_target_s is not None:
+            ok &= ttft <= slo.ttft_target_s
+        if slo.tpot_target_s is not None:
+            per = np.zeros(len(ttft))  # one output token: no TPOT to miss
+            per[multi] = tpot
+            ok &= per <= slo.tpot_target_s
+        goodput = _ratio(float(ok.sum()), duration)
+    eng = dep.engine
+    assert eng is not None
+    prefix_on = eng.prefix_caching and trace.prefix_blocks is not None
+    admitted = counted & ~np.isnan(raw.start_s) & (raw.status != CACHE_HIT)
+    prompt = np.maximum(trace.input_tokens, 1)[admitted]
+    saved = int(llm.cached_tokens[admitted].sum())
+    blocks = sum(r["kv_blocks"] for r in llm.kv)
+    return {
+        "ttft_s": summarize(ttft),
+        "tpot_s": summarize(tpot),
+        "itl_s": summarize(llm.itl_s),
+        "output_tokens_per_s": _ratio(float(gen.sum()), duration),
+        "goodput_rps": goodput,
+        "prefix_hit_ratio": _ratio(saved, float(prompt.sum())) if prefix_on else None,
+        "prefill_tokens_saved": saved if prefix_on else None,
+        "preemptions": int(llm.preemptions[counted].sum()),
+        "kv_utilisation": {
+            "mean": _ratio(sum(r["kv_used_block_seconds"] for r in llm.kv), blocks * raw.horizon_s),
+            "max": max(r["kv_held_peak_blocks"] / r["kv_blocks"] for r in llm.kv),
+        },
+    }
 
 
 _SLO_FIELDS = {
@@ -256,6 +335,9 @@ _SLO_FIELDS = {
     "max_rejection_ratio": ("rejection_ratio", None, "max"),
     "max_failure_ratio": ("failure_ratio", None, "max"),
     "min_availability": ("availability", None, "min"),
+    **{f"p{q}_ttft_s": ("ttft_s", f"p{q}", "max") for q in (50, 90, 95, 99)},
+    **{f"p{q}_tpot_s": ("tpot_s", f"p{q}", "max") for q in (50, 90, 95, 99)},
+    "min_goodput_rps": ("goodput_rps", None, "min"),
 }
 
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 from servewise.policies._registry import Registry
 from servewise.policies.balancers import (
     ConsistentHash,
+    LeastKV,
     LeastOutstanding,
+    LLMReplicaView,
     LoadBalancer,
     PowerOfDChoices,
+    PrefixAffinity,
     RandomBalancer,
     ReplicaView,
     RoundRobin,
@@ -51,6 +54,9 @@ __all__ = [
     "PowerOfDChoices",
     "ConsistentHash",
     "SmoothWeighted",
+    "LLMReplicaView",
+    "LeastKV",
+    "PrefixAffinity",
     # response caches
     "cache_policies",
     "ResponseCache",

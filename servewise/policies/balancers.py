@@ -18,7 +18,7 @@ import math
 from bisect import bisect_right, insort
 from collections.abc import Sequence
 from hashlib import blake2b
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 import numpy as np
 
@@ -38,6 +38,9 @@ __all__ = [
     "PowerOfDChoices",
     "ConsistentHash",
     "SmoothWeighted",
+    "LLMReplicaView",
+    "LeastKV",
+    "PrefixAffinity",
 ]
 
 _BLOCK = 4096
@@ -405,3 +408,81 @@ class SmoothWeighted:
                 best, best_score = i, s
         scores[best] -= total
         return best
+
+
+# --------------------------------------------------------------------------- LLM-aware policies
+
+
+class LLMReplicaView(ReplicaView, Protocol):
+    """A replica running an LLM engine: what ``least_kv`` and ``prefix_affinity`` read."""
+
+    @property
+    def kv_load(self) -> float:
+        """KV-cache demand over capacity: blocks held by running sequences plus the blocks
+        the waiting prompts will need, divided by the replica's blocks (may exceed 1)."""
+        ...
+
+    def prefix_match(self, request: Request) -> int:
+        """How many of ``request.prefix_blocks``, from the first, this replica has cached."""
+        ...
+
+
+def _least_by(keys: list[tuple[float, int]], uniforms: _Uniforms) -> int:
+    """Index of a minimal key; exact ties broken uniformly at random (one draw, only on a tie)."""
+    low = min(keys)
+    ties = [i for i, k in enumerate(keys) if k == low]
+    if len(ties) == 1:
+        return ties[0]
+    return ties[int(uniforms.one() * len(ties))]
+
+
+@lb_policies.register("least_kv")
+class LeastKV:
+    """Picks the replica with the least KV-cache load (``replica.kv_load``).
+
+    Ties go to the fewer outstanding requests, then uniformly at random. Unlike
+    ``least_outstanding`` it sees that ten short chats weigh less than two long
+    documents. No parameters; needs replicas running an LLM engine.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, rng: np.random.Generator) -> None:
+        self._u = _Uniforms(check_rng("least_kv", rng))
+
+    def choose(self, replicas: Sequence[ReplicaView], request: Request) -> int:
+        llm = cast("Sequence[LLMReplicaView]", replicas)
+        return _least_by([(r.kv_load, r.outstanding) for r in llm], self._u)
+
+
+@lb_policies.register("prefix_affinity")
+class PrefixAffinity:
+    """Sends a request where most of its prompt prefix is cached, within a load bound.
+
+    Replicas whose ``outstanding + 1`` exceeds ``ceil(load_bound · (total_outstanding + 1) / n)``
+    are skipped (bounded loads, as in ``consistent_hash``; the least loaded replica always
+    fits). Among the rest the one with the most cached prefix blocks
+    (``replica.prefix_match``) wins; ties (including "nothing cached anywhere") go to
+    the fewer outstanding requests, then uniformly at random. A request without prefix
+    blocks goes to the least loaded replica. Like SGLang's cache-aware router, it
+    trades cache hits against balance; ``load_bound`` sets the trade (default 1.25).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, rng: np.random.Generator, load_bound: float = 1.25) -> None:
+        self._u = _Uniforms(check_rng("prefix_affinity", rng))
+        self.load_bound = check_float("prefix_affinity", "load_bound", load_bound, 1.0)
+        """Max load as a multiple of the mean."""
+
+    def choose(self, replicas: Sequence[ReplicaView], request: Request) -> int:
+        llm = cast("Sequence[LLMReplicaView]", replicas)
+        outs = [r.outstanding for r in llm]
+        if not request.prefix_blocks:
+            return _least_by([(0.0, o) for o in outs], self._u)
+        bound = math.ceil(self.load_bound * (sum(outs) + 1) / len(outs))
+        keys = [
+            (-float(r.prefix_match(request)) if o + 1 <= bound else math.inf, o)
+            for r, o in zip(llm, outs, strict=True)
+        ]
+        return _least_by(keys, self._u)

@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 from servewise.errors import ConfigError, UnknownPolicyError
 from servewise.policies import (
     ConsistentHash,
+    LeastKV,
     LeastOutstanding,
     PowerOfDChoices,
+    PrefixAffinity,
     RandomBalancer,
     RoundRobin,
     SmoothWeighted,
@@ -49,6 +51,16 @@ class Rep:
     id: int
     outstanding: int = 0
     weight: float = 1.0
+    kv_load: float = 0.0
+    cached: frozenset[int] = frozenset()
+
+    def prefix_match(self, request: Req) -> int:
+        n = 0
+        for h in request.prefix_blocks:
+            if h not in self.cached:
+                break
+            n += 1
+        return n
 
 
 def reps(n: int, outstanding: list[int] | None = None, first_id: int = 0) -> list[Rep]:
@@ -443,3 +455,59 @@ def test_accepts_the_real_request_type(name):
             id=i, arrival_s=0.1 * i, input_tokens=8, output_tokens=4, key=key, prefix_blocks=(), traffic_class="a"
         )
         assert 0 <= balancer.choose(replicas, request) < 4
+
+
+# --------------------------------------------------------------------------- LLM-aware balancers
+
+
+def test_least_kv_picks_the_least_kv_load_then_fewest_outstanding():
+    b = LeastKV(rng=np.random.default_rng(0))
+    rs = [Rep(0, outstanding=1, kv_load=0.9), Rep(1, outstanding=9, kv_load=0.2), Rep(2, outstanding=0, kv_load=0.5)]
+    assert b.choose(rs, Req(1)) == 1  # KV load, not request count, decides
+    rs = [Rep(0, outstanding=3, kv_load=0.2), Rep(1, outstanding=2, kv_load=0.2), Rep(2, outstanding=0, kv_load=0.7)]
+    assert b.choose(rs, Req(2)) == 1
+
+
+def test_least_kv_breaks_exact_ties_uniformly():
+    b = LeastKV(rng=np.random.default_rng(3))
+    rs = [Rep(i, outstanding=1, kv_load=0.25) for i in range(4)] + [Rep(4, outstanding=0, kv_load=0.5)]
+    counts = Counter(b.choose(rs, Req(k)) for k in range(4000))
+    assert set(counts) == {0, 1, 2, 3}
+    assert chi_square([counts[i] for i in range(4)], [1000.0] * 4) < CHI2_999[3]
+
+
+def test_prefix_affinity_follows_the_longest_cached_prefix():
+    b = PrefixAffinity(rng=np.random.default_rng(0))
+    rs = [Rep(0, 2, cached=frozenset({1})), Rep(1, 2, cached=frozenset({1, 2, 3})), Rep(2, 0, cached=frozenset())]
+    assert b.choose(rs, Req(1, prefix_blocks=(1, 2, 3, 4))) == 1
+    # only a prefix counts: block 3 without 2 before it is no match
+    rs = [Rep(0, 1, cached=frozenset({1, 3})), Rep(1, 1, cached=frozenset({1, 2}))]
+    assert b.choose(rs, Req(2, prefix_blocks=(1, 2, 3))) == 1
+
+
+def test_prefix_affinity_respects_the_load_bound():
+    # bound = ceil(1.25 * (10 + 0 + 1) / 2) = 7: the cached replica (10 outstanding) is skipped
+    b = PrefixAffinity(rng=np.random.default_rng(0), load_bound=1.25)
+    rs = [Rep(0, 10, cached=frozenset({7, 8})), Rep(1, 0)]
+    assert b.choose(rs, Req(1, prefix_blocks=(7, 8))) == 1
+    # a looser bound lets affinity win
+    b = PrefixAffinity(rng=np.random.default_rng(0), load_bound=3.0)
+    assert b.choose(rs, Req(1, prefix_blocks=(7, 8))) == 0
+
+
+def test_prefix_affinity_without_blocks_or_hits_is_least_outstanding():
+    b = PrefixAffinity(rng=np.random.default_rng(0))
+    rs = [Rep(0, 4), Rep(1, 1, cached=frozenset({5})), Rep(2, 3)]
+    assert b.choose(rs, Req(1)) == 1
+    assert b.choose(rs, Req(2, prefix_blocks=(9,))) == 1
+
+
+def test_llm_balancers_refused_without_the_continuous_engine():
+    from servewise.config import parse_deployment
+    from servewise.errors import ConfigError as CE
+
+    for policy in ("least_kv", "prefix_affinity"):
+        with pytest.raises(CE, match="engine"):
+            parse_deployment(
+                {"replicas": 2, "service_time": {"distribution": "exponential", "mean_s": 1.0}, "balancer": {"policy": policy}}
+            )

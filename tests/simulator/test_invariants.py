@@ -18,7 +18,7 @@ from servewise.policies import cache_policies, lb_policies
 from servewise.trace import Trace
 from simulator import SimResult, simulate
 
-BALANCERS = lb_policies.names()
+BALANCERS = [b for b in lb_policies.names() if b not in ("least_kv", "prefix_affinity")]  # LLM engine: test_llm.py
 CACHES = cache_policies.names()
 MODES = ["fixed", "autoscale", "serverless"]
 FINAL = {"completed", "cache_hit", "rejected", "failed"}
