@@ -162,6 +162,20 @@ def _print_summary(s: dict[str, Any], title: str) -> None:
         ("availability", s["availability"], "%"),
         ("cost", s["cost_usd"], "$"),
     ]
+    if s.get("ttft_s", {}).get("p50") is not None:  # an LLM engine ran
+        kv = s["kv_utilisation"] or {}
+        rows += [
+            ("TTFT p50", s["ttft_s"]["p50"], "s"),
+            ("TTFT p99", s["ttft_s"]["p99"], "s"),
+            ("TPOT p50", s["tpot_s"]["p50"], "s"),
+            ("TPOT p99", s["tpot_s"]["p99"], "s"),
+            ("inter-token p99", s["itl_s"]["p99"], "s"),
+            ("output tokens", f"{_fmt(s['output_tokens_per_s'])} tok/s", ""),
+            ("goodput", f"{_fmt(s['goodput_rps'])} req/s" if s["goodput_rps"] is not None else "—", ""),
+            ("prefix hit ratio", s["prefix_hit_ratio"], "%"),
+            ("preemptions", s["preemptions"], ""),
+            ("KV utilisation mean / max", f"{_fmt(kv.get('mean'), '%')} / {_fmt(kv.get('max'), '%')}", ""),
+        ]
     for name, v, unit in rows:
         t.add_row(name, v if isinstance(v, str) else _fmt(v, unit))
     out.print(t)

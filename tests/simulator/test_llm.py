@@ -606,3 +606,40 @@ def test_invariants(make_variant, case):
     step = simulate(dep(v, replicas=replicas, balancer=balancer, fast_forward=False, **engine), tr, seed=3)
     np.testing.assert_array_equal(col(res, "end_s"), col(step, "end_s"))
     np.testing.assert_array_equal(col(res, "first_token_s"), col(step, "first_token_s"))
+
+
+# =========================================================================== CLI
+
+
+def test_cli_simulate_writes_the_llm_summary_keys(tmp_path, decoder, write_profile):
+    import json
+
+    from typer.testing import CliRunner
+
+    from servewise.cli import app
+
+    write_profile(decoder(), path="profile.json")
+    (tmp_path / "d.yaml").write_text(
+        "replicas: 2\n"
+        "model: {profile: profile.json, variant: fp32}\n"
+        "engine: {kind: continuous, kv_capacity_tokens: 65536}\n"
+        "balancer: {policy: least_kv}\n"
+        "slo: {p99_ttft_s: 10.0, p95_tpot_s: 1.0, ttft_target_s: 1.0, tpot_target_s: 0.1}\n"
+    )
+    tr = random_trace(100, rate=2.0, seed=1)
+    csv = tmp_path / "t.csv"
+    import pandas as pd
+
+    pd.DataFrame({"arrival_s": tr.arrival_s, "input_tokens": tr.input_tokens, "output_tokens": tr.output_tokens}).to_csv(csv, index=False)
+    res = CliRunner().invoke(app, ["simulate", "-d", str(tmp_path / "d.yaml"), "-t", str(csv), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "TTFT p99" in res.output and "goodput" in res.output
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    s = doc["summary"]
+    for key in ("ttft_s", "tpot_s", "itl_s"):
+        assert set(s[key]) == {"mean", "p50", "p90", "p95", "p99", "max"} and s[key]["p95"] > 0
+    assert s["goodput_rps"] > 0 and s["preemptions"] == 0 and s["prefix_hit_ratio"] is None
+    assert doc["slo"]["pass"] is True
+    assert doc["engine"]["pools"][0]["kv_capacity_tokens"] == 65536
+    cols = pd.read_csv(tmp_path / "out" / "requests.csv").columns
+    assert {"ttft_s", "tpot_s", "first_token_s", "preemptions", "cached_tokens"} <= set(cols)
