@@ -643,3 +643,40 @@ def test_cli_simulate_writes_the_llm_summary_keys(tmp_path, decoder, write_profi
     assert doc["engine"]["pools"][0]["kv_capacity_tokens"] == 65536
     cols = pd.read_csv(tmp_path / "out" / "requests.csv").columns
     assert {"ttft_s", "tpot_s", "first_token_s", "preemptions", "cached_tokens"} <= set(cols)
+
+
+def test_response_cache_in_front_and_queue_capacity(decoder):
+    v = decoder()
+    tr = random_trace(300, rate=20.0, seed=8).with_zipf_keys(20, 1.2, seed=2)
+    d = parse_deployment(
+        {
+            "replicas": 1,
+            "model": {"profile": "p.json", "variant": "fp32", "resolved": v},
+            "engine": {"kind": "continuous", "kv_capacity_tokens": 1 << 20, "max_num_seqs": 2},
+            "cache": {"policy": "lru", "capacity": 100, "hit_latency_s": 0.001},
+            "queue": {"capacity": 3},
+        }
+    )
+    res = simulate(d, tr, seed=0)
+    t = res.requests
+    hits = t["status"] == "cache_hit"
+    assert hits.sum() > 0 and res.summary["cache_hits"] == hits.sum()
+    assert t.loc[hits, "ttft_s"].isna().all()  # hits are not streamed: no TTFT
+    assert res.summary["ttft_s"]["max"] == pytest.approx(t.loc[t["status"] == "completed", "ttft_s"].max())
+    # a key is cached only after its first request completed
+    first_done = t[t["status"] == "completed"].groupby(tr.key[t["status"] == "completed"])["end_s"].min()
+    for i in np.flatnonzero(hits.to_numpy()):
+        assert first_done[tr.key[i]] <= tr.arrival_s[i]
+    assert res.data["engine"]["rejections"]["queue_full"] == (t["status"] == "rejected").sum() > 0
+
+
+def test_same_seed_same_result_byte_for_byte(decoder, tmp_path):
+    v = decoder(noise_cv=0.1)
+    tr = random_trace(200, rate=5.0, seed=1, prefix=32)
+    d = dep(v, replicas=3, balancer="prefix_affinity", kv_capacity_tokens=4096)
+    a = simulate(d, tr, seed=4).write(tmp_path / "a")
+    b = simulate(d, tr, seed=4).write(tmp_path / "b")
+    for x, y in zip(a, b, strict=True):
+        assert x.read_bytes() == y.read_bytes()
+    c = simulate(d, tr, seed=5).write(tmp_path / "c")
+    assert c[1].read_bytes() != a[1].read_bytes()  # the noise follows the seed
