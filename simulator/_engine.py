@@ -33,7 +33,7 @@ from servewise.trace import Request, Trace
 
 from ._service import build_service
 
-__all__ = ["Engine", "RawResult", "Replica", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
+__all__ = ["Engine", "RawResult", "Replica", "build_cache", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
 
 PENDING, COMPLETED, CACHE_HIT, REJECTED, FAILED = 0, 1, 2, 3, 4
 STATUS_NAMES = ("pending", "completed", "cache_hit", "rejected", "failed")
@@ -119,6 +119,19 @@ class RawResult:
     pool_kv: list[dict[str, Any]] | None = None  # engine 'continuous': KV capacity of each pool
 
 
+def build_cache(deployment: Deployment, trace: Trace) -> Any:
+    """The deployment's response cache (None without one); a cache needs request keys."""
+    if deployment.cache is None:
+        return None
+    if trace.key is None:
+        raise ConfigError(
+            "cache is configured but the trace has no request keys; add keys "
+            "(e.g. --zipf-keys N --zipf-alpha A) or remove 'cache'"
+        )
+    c = deployment.cache
+    return cache_policies.get(c.policy)(**c.params())
+
+
 class Engine:
     """Simulates one deployment against one trace; :meth:`run` returns a :class:`RawResult`."""
 
@@ -176,15 +189,7 @@ class Engine:
         b = deployment.balancer  # policy name and parameters were checked by the Balancer model
         self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
 
-        self.cache = None
-        if deployment.cache is not None:
-            if trace.key is None:
-                raise ConfigError(
-                    "cache is configured but the trace has no request keys; add keys "
-                    "(e.g. --zipf-keys N --zipf-alpha A) or remove 'cache'"
-                )
-            c = deployment.cache
-            self.cache = cache_policies.get(c.policy)(**c.params())
+        self.cache = build_cache(deployment, trace)
         self.hit_latency_s = deployment.cache.hit_latency_s if deployment.cache else 0.0
 
         self.qcap = deployment.queue.capacity

@@ -53,11 +53,11 @@ import numpy as np
 
 from servewise.config import ContinuousEngine, Deployment, Pool
 from servewise.errors import ConfigError
-from servewise.policies import cache_policies, lb_policies
+from servewise.policies import lb_policies
 from servewise.profile import Variant, step_features
 from servewise.trace import Request, Trace
 
-from ._engine import CACHE_HIT, COMPLETED, PENDING, REJECTED, RawResult
+from ._engine import CACHE_HIT, COMPLETED, PENDING, REJECTED, RawResult, build_cache
 
 __all__ = ["LLMEngine", "LLMReplica", "LLMRaw", "StepModel", "ProfileStepModel", "kv_capacity"]
 
@@ -419,6 +419,7 @@ class LLMEngine:
         self.prompt_len = np.maximum(trace.input_tokens.astype(np.int64), 1).tolist()
         self.out_len = np.maximum(trace.output_tokens.astype(np.int64), 1).tolist()
         self.arr: list[float] = trace.arrival_s.tolist()
+        self.cls = [trace.class_names[c] for c in trace.traffic_class.tolist()]
         self.counted = (trace.arrival_s >= warmup_s).tolist()
         self.bs = eng.block_size
         self.budget = eng.max_batched_tokens
@@ -454,17 +455,8 @@ class LLMEngine:
         noise_seeds = streams[1]
         b = deployment.balancer
         self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
-        self.cache = None
-        self.keys: list[int] | None = None
-        if deployment.cache is not None:
-            if trace.key is None:
-                raise ConfigError(
-                    "cache is configured but the trace has no request keys; add keys "
-                    "(e.g. --zipf-keys N --zipf-alpha A) or remove 'cache'"
-                )
-            c = deployment.cache
-            self.cache = cache_policies.get(c.policy)(**c.params())
-            self.keys = trace.key.tolist()
+        self.cache = build_cache(deployment, trace)
+        self.keys: list[int] | None = trace.key.tolist() if self.cache is not None and trace.key is not None else None
         self.hit_latency_s = deployment.cache.hit_latency_s if deployment.cache else 0.0
         self.qcap = deployment.queue.capacity
 
@@ -842,7 +834,7 @@ class LLMEngine:
     def _route(self, i: int, now: float) -> None:
         reps = self.replicas
         prompt, out = self.prompt_len[i], self.out_len[i]
-        req = Request(i, self.arr[i], prompt, out, self.keys[i] if self.keys else None, self.hashes[i], "")
+        req = Request(i, self.arr[i], prompt, out, self.keys[i] if self.keys else None, self.hashes[i], self.cls[i])
         r = reps[self.lb.choose(reps, req)] if len(reps) > 1 else reps[0]
         self.rep[i] = r.id
         self.pool_of[i] = r.pool
@@ -869,7 +861,9 @@ class LLMEngine:
     def _sync_all(self, now: float) -> None:
         for r in self.replicas:
             w = r.work
-            if w is not None and (w.ends[-1] < now or w.pos + 1 < len(w.ends) and w.ends[w.pos] < now):
+            # only a replica whose iteration in progress has ended (or whose known end times
+            # run out) before ``now`` has anything to do
+            if w is not None and (w.ends[-1] < now or w.ends[w.pos] < now):
                 self._advance(r, now)
         if self._completions:
             self._completions.sort()
