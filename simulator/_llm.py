@@ -96,9 +96,10 @@ def _decode_run(step: StepModel, n: int, ctx: np.ndarray) -> np.ndarray:
 class ProfileStepModel:
     """A profiled decoder's ``step_time`` with log-normal noise (median 1, CV ``noise_cv``).
 
-    A linear model is evaluated term by term (``intercept + Σ coef·feature``) in the same
-    order by :meth:`one`, :meth:`times` and :meth:`decode_run`, so an iteration's time is
-    the same bit for bit whether it is evaluated alone or in a span.
+    The engine calls :meth:`one` for a single iteration and :meth:`decode_run` for a span.
+    Both evaluate a linear model term by term (``intercept + Σ coef·feature``) in the same
+    order, so an iteration's time is the same bit for bit whether it is evaluated alone
+    or in a span (a tree ensemble goes through :meth:`times` either way).
     """
 
     def __init__(self, variant: Variant) -> None:
@@ -109,21 +110,10 @@ class ProfileStepModel:
         self._sigma = float(np.sqrt(np.log1p(lm.noise_cv**2)))
 
     def times(self, prefill_tokens: np.ndarray, decode_seqs: np.ndarray, context_tokens: np.ndarray, prefill_seqs: np.ndarray) -> np.ndarray:
-        lm = self._lm
-        if lm.kind == "linear":
-            p = np.asarray(prefill_tokens, dtype=float)
-            ps = np.maximum(np.asarray(prefill_seqs, dtype=float), 1.0)
-            c0, c1, c2, c3, c4 = lm.coef_s
-            t = lm.intercept_s + c0 * p
-            t = t + c1 * (p * p / ps)
-            t = t + c2 * np.asarray(decode_seqs, dtype=float)
-            t = t + c3 * np.asarray(context_tokens, dtype=float)
-            t = t + c4 * (p > 0)
-            return np.maximum(t, 1e-9)
-        return lm.predict(step_features(prefill_tokens, decode_seqs, context_tokens, prefill_seqs))
+        return self._lm.predict(step_features(prefill_tokens, decode_seqs, context_tokens, prefill_seqs))
 
     def one(self, prefill_tokens: int, decode_seqs: int, context_tokens: int, prefill_seqs: int) -> float:
-        """One iteration's time, bit for bit what :meth:`times` gives for it."""
+        """One iteration's time (what the engine calls; a linear model term by term)."""
         lm = self._lm
         if lm.kind == "linear":
             p = float(prefill_tokens)
@@ -154,19 +144,30 @@ class ProfileStepModel:
 
 
 class _Noise:
-    """A replica's noise factors by iteration index: a pure function of the seed and the index."""
+    """A replica's noise factors by iteration index: a pure function of the seed and the index.
 
-    __slots__ = ("_rng", "_draw", "buf")
+    Factors are drawn in chunks of :data:`_NOISE_CHUNK`; reads never go back before the
+    start of an earlier read, so a refill drops what lies before the current one.
+    """
+
+    __slots__ = ("_rng", "_draw", "buf", "base")
 
     def __init__(self, rng: np.random.Generator, draw: Callable[[np.random.Generator, int], np.ndarray]) -> None:
         self._rng = rng
         self._draw = draw
         self.buf = np.empty(0)
+        self.base = 0  # iteration index of buf[0]
 
     def get(self, start: int, n: int) -> np.ndarray:
-        while len(self.buf) < start + n:
-            self.buf = np.concatenate([self.buf, np.asarray(self._draw(self._rng, _NOISE_CHUNK), dtype=float)])
-        return self.buf[start : start + n]
+        lo = start - self.base
+        assert lo >= 0, "noise read before an earlier read"
+        if lo + n > len(self.buf):
+            chunks = -(-(lo + n - len(self.buf)) // _NOISE_CHUNK)
+            parts = [self.buf] + [np.asarray(self._draw(self._rng, _NOISE_CHUNK), dtype=float) for _ in range(chunks)]
+            self.buf = np.concatenate(parts)[lo:]
+            self.base = start
+            lo = 0
+        return self.buf[lo : lo + n]
 
 
 def kv_capacity(engine: ContinuousEngine, variant: Variant, pool: Pool, catalog: Any = None) -> tuple[int, str]:
@@ -335,6 +336,11 @@ class LLMReplica:
     @property
     def free(self) -> int:
         return self.total - self.own_total - (len(self.pinned) + len(self.lru)) * self.E
+
+    @property
+    def room(self) -> int:
+        """Blocks an allocation may take: free ones plus cached ones nobody holds."""
+        return self.free + len(self.lru) * self.E
 
     def alloc(self, n: int) -> None:
         """Take ``n`` blocks, evicting unused cached blocks (least recently released first)."""
@@ -536,15 +542,19 @@ class LLMEngine:
         budget = self.budget
         running = r.running
         bs = self.bs
-        blocked = "none"
         if self.prefill_first:
-            budget = self._run_running(r, w, budget, prefill_only=True)
-            budget, blocked = self._admit(r, w, budget)
-            if not w.pre:
-                self._run_running(r, w, budget, prefill_only=False)
+            # prompt work (unfinished prompts, then new ones) first, but only with a block to
+            # spare for each running sequence whose next token needs one: otherwise the decodes
+            # it stalls would preempt it, and it would come back, again and again (a livelock)
+            reserve = sum(1 for s in running if s.computed >= s.need and s.computed % bs == 0)
+            budget = self._run_running(r, w, budget, prefill_only=True, reserve=reserve)
+            budget = self._admit(r, w, budget, only="prompts", reserve=reserve)
+            if not w.pre:  # nothing admitted: every running sequence decodes, then swapped ones resume
+                budget = self._run_running(r, w, budget, prefill_only=False)
+                budget = self._admit(r, w, budget, only="resumes")
         else:
             budget = self._run_running(r, w, budget, prefill_only=False)
-            budget, blocked = self._admit(r, w, budget)
+            budget = self._admit(r, w, budget)
         if not w.pre and not w.dec:
             r.work = None
             return
@@ -558,13 +568,10 @@ class LLMEngine:
             ctx += s.computed + 1
         w.ctx0 = ctx
         K = 1
-        if (
-            self.ff
-            and not w.pre
-            and n == len(running)
-            and w.extra_s == 0.0
-            and blocked in ("none", "seqs", "budget", "blocks")
-        ):
+        # Whatever kept a waiting request out now (running sequences, token budget, free
+        # blocks) keeps it out until a sequence finishes: during a decode-only run the
+        # sequences and the budget stay the same and free blocks only shrink.
+        if self.ff and not w.pre and n == len(running) and w.extra_s == 0.0:
             # a run of identical decode iterations: until the first sequence finishes ...
             K = min(s.out - s.gen for s in dec)
             if K > 1:
@@ -574,8 +581,7 @@ class LLMEngine:
                 ks = np.arange(K, dtype=np.int64)
                 # blocks needed by iterations 1..k in all: Σ_r res[r] · floor((r + k) / bs)
                 need = (res[None, :] * ((np.arange(bs)[None, :] + ks[:, None]) // bs)).sum(axis=1)
-                room = r.free + len(r.lru) * r.E
-                K = min(K, int(np.searchsorted(need, room, side="right")))
+                K = min(K, int(np.searchsorted(need, r.room, side="right")))
                 w.need = need[:K]
         w.K = max(K, 1)
         w.kv0 = r.held
@@ -584,9 +590,10 @@ class LLMEngine:
         r.iterations += 1
         self._extend(r, w, 1)
 
-    def _run_running(self, r: LLMReplica, w: _Work, budget: int, *, prefill_only: bool) -> int:
+    def _run_running(self, r: LLMReplica, w: _Work, budget: int, *, prefill_only: bool, reserve: int = 0) -> int:
         """Schedule the running sequences in order (decode: 1 token; prefill: the next chunk),
-        preempting the newest ones when blocks run out."""
+        preempting the newest ones when blocks run out. ``prefill_only``: the unfinished
+        prompts alone, each only while ``reserve`` blocks stay free (never preempting)."""
         running = r.running
         bs = self.bs
         k = 0
@@ -601,8 +608,10 @@ class LLMEngine:
             else:
                 ntok = min(s.need - s.computed, budget)
             blocks = -(-(s.computed + ntok) // bs) - s.own - len(s.refs) * r.E
+            if prefill_only and blocks > r.room - reserve:
+                break
             victim_self = False
-            while blocks > r.free + len(r.lru) * r.E:
+            while blocks > r.room:
                 v = running.pop()
                 self._preempt(r, v, w)
                 if v is s:
@@ -621,22 +630,26 @@ class LLMEngine:
             k += 1
         return budget
 
-    def _admit(self, r: LLMReplica, w: _Work, budget: int) -> tuple[int, str]:
-        """Admit waiting requests, first come first served, while they fit."""
+    def _admit(self, r: LLMReplica, w: _Work, budget: int, *, only: str = "", reserve: int = 0) -> int:
+        """Admit waiting requests, first come first served, while they fit (keeping ``reserve``
+        blocks free). ``only="prompts"`` stops at a swapped-out decoding sequence,
+        ``only="resumes"`` at anything else."""
         running = r.running
         waiting = r.waiting
         bs = self.bs
         E = r.E
         while waiting:
             if len(running) >= self.max_seqs:
-                return budget, "seqs"
+                return budget
             if budget <= 0:
-                return budget, "budget"
+                return budget
             s = waiting[0]
             hits = 0
             newly_pinned = 0
+            decoding = s.swapped and s.computed >= s.need
+            if only and decoding != (only == "resumes"):
+                return budget
             if s.swapped:
-                decoding = s.computed >= s.need
                 ntok = 1 if decoding else min(s.need - s.computed, budget)
                 tokens = s.computed + ntok
             else:
@@ -644,14 +657,13 @@ class LLMEngine:
                 start = hits * self.T
                 remaining = s.need - start
                 if not self.chunked and remaining > budget:
-                    return budget, "budget"
+                    return budget
                 ntok = min(remaining, budget)
                 tokens = start + ntok
-                decoding = False
                 newly_pinned = sum(1 for h in s.hashes[:hits] if h not in r.pinned)
             blocks = -(-tokens // bs) - hits * E
-            if blocks > r.free + (len(r.lru) - newly_pinned) * E:
-                return budget, "blocks"
+            if blocks > r.room - newly_pinned * E - reserve:
+                return budget
             waiting.popleft()
             r.waiting_blocks -= -(-s.need // bs)
             if not s.swapped:
@@ -676,7 +688,7 @@ class LLMEngine:
             else:
                 w.pre.append((s, ntok))
             budget -= ntok
-        return budget, "none"
+        return budget
 
     # ------------------------------------------------------------------ time
 

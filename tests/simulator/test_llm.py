@@ -680,3 +680,33 @@ def test_same_seed_same_result_byte_for_byte(decoder, tmp_path):
         assert x.read_bytes() == y.read_bytes()
     c = simulate(d, tr, seed=5).write(tmp_path / "c")
     assert c[1].read_bytes() != a[1].read_bytes()  # the noise follows the seed
+
+
+def test_prefill_first_cannot_livelock_on_preemption(decoder):
+    """A case random search found: prompts admitted into the last free blocks, whose decodes
+    then preempted them, over and over (prefill_first, chunked, recompute). New prompt work
+    now leaves a block for each running sequence's next token."""
+    import signal
+
+    def too_long(*_):
+        raise AssertionError("the simulation did not finish in 20 s: a scheduling livelock")
+
+    tr = trace_of([0.1602, 0.3253, 0.4884, 0.6218, 0.6824], [116, 185, 253, 228, 148], [42, 48, 3, 46, 39])
+    d = dep(
+        decoder(noise_cv=0.2),
+        max_num_seqs=4,
+        max_batched_tokens=52,
+        priority="prefill_first",
+        block_size=16,
+        kv_capacity_tokens=368,
+        preemption="recompute",
+    )
+    old = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(20)
+    try:
+        res = simulate(d, tr, seed=3)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert set(res.requests["status"]) == {"completed"}
+    assert res.summary["preemptions"] > 0
