@@ -537,6 +537,12 @@ class SLO(Frozen):
     )
     tpot_target_s: float | None = Field(default=None, gt=0, description="... and its TPOT at most this.")
     min_goodput_rps: float | None = Field(default=None, ge=0, description="LLM: goodput limit, requests/s.")
+    max_accuracy_drift: float | None = Field(
+        default=None,
+        ge=0,
+        description="Limit on the model variant's accuracy drift from the profile: decoders mean KL (nats), "
+        "other models 1 − mean cosine similarity against the fp32 reference.",
+    )
 
     @model_validator(mode="after")
     def _goodput(self) -> SLO:
@@ -581,6 +587,10 @@ class Deployment(Frozen):
     engine: ContinuousEngine | None = Field(
         default=None, description="LLM engine per replica (continuous batching); needs a decoder 'model'."
     )
+    placement: dict[str, tuple[str, ...]] | None = Field(
+        default=None,
+        description="Traffic class -> the pools it may use (e.g. sensitive: [onprem]); other classes use any pool.",
+    )
     slo: SLO | None = None
 
     @model_validator(mode="after")
@@ -611,6 +621,16 @@ class Deployment(Frozen):
                 )
         if mode == "serverless" and self.faults is not None:
             raise ValueError("faults are not modelled for scaling mode 'serverless'")
+        if self.placement is not None:
+            pool_names = {p.name for p in pools}
+            for cls, allowed in self.placement.items():
+                if not allowed:
+                    raise ValueError(f"placement.{cls} must name at least one pool")
+                unknown = [a for a in allowed if a not in pool_names]
+                if unknown:
+                    raise ValueError(
+                        f"placement.{cls} names pool {unknown[0]!r}; pools are: {', '.join(sorted(pool_names))}"
+                    )
         if (self.service_time is None) == (self.model is None):
             got = "neither" if self.model is None else "both"
             raise ValueError(f"give exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got {got}")

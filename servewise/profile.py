@@ -308,6 +308,18 @@ class Variant(_Art):
         return float(self.batch_time(batch_size, max(int(input_tokens), 1))[0])
 
     @property
+    def accuracy_drift(self) -> float | None:
+        """Drift from the fp32 reference: decoders mean KL (nats), others 1 − mean cosine; None if unmeasured."""
+        a = self.accuracy
+        if a is None:
+            return None
+        if a.mean_kl is not None:
+            return a.mean_kl
+        if a.cosine_mean is not None:
+            return max(1.0 - a.cosine_mean, 0.0)
+        return None
+
+    @property
     def noise_cv(self) -> float:
         return self.latency_model.noise_cv if self.latency_model else 0.0
 

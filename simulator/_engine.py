@@ -132,6 +132,18 @@ def build_cache(deployment: Deployment, trace: Trace) -> Any:
     return cache_policies.get(c.policy)(**c.params())
 
 
+
+def allowed_pools(deployment: Deployment, trace: Trace) -> list[frozenset[int] | None] | None:
+    """Per request, the pool indices its traffic class may use (``deployment.placement``); None = any."""
+    if not deployment.placement:
+        return None
+    index = {p.name: k for k, p in enumerate(deployment.resolved_pools())}
+    per_class = [
+        frozenset(index[n] for n in deployment.placement[c]) if c in deployment.placement else None
+        for c in trace.class_names
+    ]
+    return [per_class[c] for c in trace.traffic_class.tolist()]
+
 class Engine:
     """Simulates one deployment against one trace; :meth:`run` returns a :class:`RawResult`."""
 
@@ -188,6 +200,7 @@ class Engine:
 
         b = deployment.balancer  # policy name and parameters were checked by the Balancer model
         self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
+        self.allowed_pools = allowed_pools(deployment, trace)
 
         self.cache = build_cache(deployment, trace)
         self.hit_latency_s = deployment.cache.hit_latency_s if deployment.cache else 0.0
@@ -432,6 +445,10 @@ class Engine:
             self._route_serverless(i, now)
             return
         routable = self.routable
+        if self.allowed_pools is not None:
+            allowed = self.allowed_pools[i]
+            if allowed is not None:
+                routable = [r for r in routable if r.pool in allowed]
         if not routable:
             self.status[i] = FAILED
             self.end[i] = now

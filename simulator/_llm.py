@@ -57,7 +57,7 @@ from servewise.policies import lb_policies
 from servewise.profile import Variant, step_features
 from servewise.trace import Request, Trace
 
-from ._engine import CACHE_HIT, COMPLETED, PENDING, REJECTED, RawResult, build_cache
+from ._engine import CACHE_HIT, COMPLETED, PENDING, REJECTED, RawResult, allowed_pools, build_cache
 
 __all__ = ["LLMEngine", "LLMReplica", "LLMRaw", "StepModel", "ProfileStepModel", "kv_capacity"]
 
@@ -461,6 +461,7 @@ class LLMEngine:
         noise_seeds = streams[1]
         b = deployment.balancer
         self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
+        self.allowed_pools = allowed_pools(deployment, trace)
         self.cache = build_cache(deployment, trace)
         self.keys: list[int] | None = trace.key.tolist() if self.cache is not None and trace.key is not None else None
         self.hit_latency_s = deployment.cache.hit_latency_s if deployment.cache else 0.0
@@ -845,6 +846,10 @@ class LLMEngine:
 
     def _route(self, i: int, now: float) -> None:
         reps = self.replicas
+        if self.allowed_pools is not None:
+            allowed = self.allowed_pools[i]
+            if allowed is not None:
+                reps = [r for r in reps if r.pool in allowed]
         prompt, out = self.prompt_len[i], self.out_len[i]
         req = Request(i, self.arr[i], prompt, out, self.keys[i] if self.keys else None, self.hashes[i], self.cls[i])
         r = reps[self.lb.choose(reps, req)] if len(reps) > 1 else reps[0]

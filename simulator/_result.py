@@ -196,6 +196,8 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "duration_s": duration,
         "cost_usd": total_cost,
         "cost_per_million_requests_usd": _ratio(total_cost * 1e6, n_completed),
+        "cost_per_hour_usd": _ratio(total_cost * 3600.0, horizon),
+        "accuracy_drift": dep.model.resolved.accuracy_drift if dep.model is not None and dep.model.resolved else None,
         "warmup_s": warmup_s,
     }
     summary.update(_llm_summary(raw, counted, duration))
@@ -338,6 +340,7 @@ _SLO_FIELDS = {
     **{f"p{q}_ttft_s": ("ttft_s", f"p{q}", "max") for q in (50, 90, 95, 99)},
     **{f"p{q}_tpot_s": ("tpot_s", f"p{q}", "max") for q in (50, 90, 95, 99)},
     "min_goodput_rps": ("goodput_rps", None, "min"),
+    "max_accuracy_drift": ("accuracy_drift", None, "max"),
 }
 
 
