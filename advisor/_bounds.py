@@ -12,7 +12,10 @@ Two facts hold for every request of any candidate, whatever the balancer:
   of a request is cleared no faster than ``B / C``. The fluid backlog obeys Lindley's
   recursion ``B_i = max(0, B_{i-1} + W_{i-1} − C·(t_i − t_{i-1}))``, and the request's
   latency is at least ``(B_i + W_i) / C`` — the latency in an ideal single queue that
-  shares every server perfectly, which no real balancer beats.
+  shares every server perfectly. That holds for one FIFO slot; where requests can pass
+  each other (several replicas or slots, an LLM engine) a short request need not wait
+  for a long one's work, so there every request counts at the smallest work of any
+  (requests in the system still cannot leave faster than ``C`` over that work).
 
 Noise in the profile's latency model can make a request faster than its model time, so
 times are scaled down by ``exp(−2σ)`` first. Candidates with a bounded queue or faults
@@ -95,6 +98,17 @@ def _capacity(dep: Deployment) -> float:
     return sum(p.replicas * (p.concurrency or dep.concurrency) * p.speed_factor for p in dep.resolved_pools())
 
 
+def _overtaking(dep: Deployment) -> bool:
+    """Whether a request can finish before one that arrived earlier (more than one FIFO slot)."""
+    if dep.engine is not None:
+        return True
+    sc = dep.scaling
+    if sc.mode != "fixed":
+        pool = dep.resolved_pools()[0]
+        return (sc.max_replicas or 1) * (pool.concurrency or dep.concurrency) > 1
+    return sum(p.replicas * (p.concurrency or dep.concurrency) for p in dep.resolved_pools()) > 1
+
+
 def _hit_possible(trace: Trace, dep: Deployment) -> np.ndarray:
     """Requests whose key appeared before (a response-cache hit is possible)."""
     n = len(trace)
@@ -123,8 +137,13 @@ def lower_bounds(dep: Deployment, trace: Trace, *, warmup_s: float = 0.0) -> dic
     work = np.where(hit, 0.0, work)
     cap = _capacity(dep)
     t = trace.arrival_s.astype(float)
-    backlog = _lindley(t, work, cap)
-    fluid = (backlog + work) / cap
+    queued = work
+    if _overtaking(dep) and bool((~hit).any()):
+        # several slots (or an engine's side-by-side sequences) let a short request pass a long one:
+        # it need not wait for the work ahead of it, only for as many requests as the fluid holds
+        queued = np.where(hit, 0.0, float(work[~hit].min()))
+    backlog = _lindley(t, queued, cap)
+    fluid = (backlog + queued) / cap
     lat = np.maximum(own, np.where(hit, 0.0, fluid))
     counted = t >= warmup_s
     rho = float(work.sum() / (cap * max(float(t[-1] - t[0]), 1e-9)))

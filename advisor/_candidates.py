@@ -114,7 +114,7 @@ def _label(doc: dict[str, Any], hardware: str, variant: str) -> str:
         parts.append(f"cache:{c.get('policy', 'lru')}{c['capacity']}")
     e = doc.get("engine")
     if e:
-        parts.append(f"cb{e.get('max_num_seqs', 256)}")
+        parts.append(f"cb{e.get('max_num_seqs', 256)}/{e.get('max_batched_tokens', 8192)}")
     q = (doc.get("queue") or {}).get("capacity")
     if q is not None:
         parts.append(f"q{q}")

@@ -68,6 +68,9 @@ def slo_margins(slo_block: dict[str, Any] | None) -> dict[str, float]:
         if v is None:
             out[name] = -math.inf
             continue
+        if lim == 0 and v == 0:
+            out[name] = math.inf  # a zero limit met exactly: no slack to measure, nothing binds
+            continue
         scale = abs(lim) if lim != 0 else 1.0
         out[name] = (lim - v) / scale if name in _MAX_SLOS else (v - lim) / scale
     return out
@@ -191,13 +194,13 @@ def run_search(
             if len(live) <= max(settings.min_keep, settings.finalists) and not last:
                 f = 1.0  # few enough: straight to the full trace
                 last = True
-            results = _evaluate(runner, records, live, f, settings.seed, rung_log, f"rung {n + 1}: {f:.3g} of the trace")
+            what = f"rung {n + 1}: {f:.3g} of the trace"
             if last:
+                tried = [k for k, r in enumerate(records) if r.status == "evaluated"]
+                _final_rung(runner, records, live, settings, rung_log, what, tried)
                 break
-            tol = settings.tolerance
-            order = sorted(results, key=lambda r: rank_key(r, tol))
-            keep = max(math.ceil(len(order) / settings.eta), settings.min_keep, settings.finalists)
-            live = [r["index"] for r in order[:keep]]
+            results = _evaluate(runner, records, live, f, settings.seed, rung_log, what)
+            live = _promote(results, settings)
     else:
         if settings.prune:
             _prune(records, trace, settings, variants)
@@ -212,6 +215,112 @@ def run_search(
     out.robustness_wall_s = time.perf_counter() - t1
     out.trials = trials
     return out
+
+
+def _promote(results: list[dict[str, Any]], settings: SearchSettings) -> list[int]:
+    """The candidates that go on to the next (longer) trace prefix.
+
+    A short prefix is often lighter (or heavier) than the whole trace, so it says little
+    about which cost is enough — but much about which candidates of the *same* cost do
+    best. Candidates are grouped by cost per hour; each group keeps its best 1/eta (at
+    least one) by SLO excess then margin. Every cost level reaches the full trace with
+    its most promising configurations, and the cheapest feasible one is found there.
+    """
+    groups: dict[float, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(round(float(r["summary"].get("cost_per_hour_usd") or 0.0), 6), []).append(r)
+    keep: list[int] = []
+    for members in groups.values():
+        order = sorted(members, key=lambda r: (_excess(r, settings.tolerance), -_margin(r), r["index"]))
+        keep += [r["index"] for r in order[: max(math.ceil(len(order) / settings.eta), 1)]]
+    if len(keep) < max(settings.min_keep, settings.finalists):  # a few cost levels only: keep the best overall too
+        order = sorted(results, key=lambda r: rank_key(r, settings.tolerance))
+        for r in order:
+            if len(keep) >= max(settings.min_keep, settings.finalists):
+                break
+            if r["index"] not in keep:
+                keep.append(r["index"])
+    return sorted(keep)
+
+
+def _final_rung(
+    runner: _Runner,
+    records: list[Record],
+    live: list[int],
+    settings: SearchSettings,
+    log: list[dict[str, Any]],
+    what: str,
+    previous: list[int],
+) -> None:
+    """The full trace, cheapest first, until ``finalists`` candidates meet the SLOs (branch and bound on cost).
+
+    Once that many are feasible, every candidate left costs more than all of them: none
+    can win or be a finalist, so they keep the fidelity they reached. When a cost level
+    turns out feasible, the rest of that level from the previous rung runs too: at equal
+    cost the widest SLO margin wins, and a prefix ranks margins only roughly.
+    """
+
+    def key(k: int) -> tuple[Any, ...]:
+        last = records[k].last
+        if last is None:
+            return (0.0, 0.0, 0.0, k)
+        cost = float(last["summary"].get("cost_per_hour_usd") or 0.0)
+        return (round(cost, 6), _excess(last, settings.tolerance), -_margin(last), k)
+
+    order = sorted(live, key=key)
+    expanded: set[float] = set()
+    batch = max(runner.ex.jobs, 1)
+    t0 = time.perf_counter()
+    done: list[dict[str, Any]] = []
+    feasible_costs: list[float] = []
+    pos = 0
+
+    def enough(k: int) -> bool:
+        return len(feasible_costs) >= settings.finalists and key(k)[0] > max(feasible_costs)
+
+    ahead: dict[int, dict[str, Any]] = {}  # simulated ahead of their turn (a parallel batch)
+    while pos < len(order):
+        if enough(order[pos]):
+            break
+        if order[pos] not in ahead:
+            batch_ = [k for k in order[pos:] if k not in ahead][:batch]
+            for res in runner.run(_tasks(records, batch_, 1.0, settings.seed), what):
+                ahead[res["index"]] = res
+        # one at a time, in order: the stop and the insertions below never depend on the batch size
+        r = ahead.pop(order[pos])
+        pos += 1
+        rec = records[r["index"]]
+        rec.status = "evaluated"
+        rec.rungs.append(r)
+        done.append(r)
+        if r["slo"]["pass"]:
+            cost = round(float(r["summary"].get("cost_per_hour_usd") or 0.0), 6)
+            feasible_costs.append(cost)
+            if cost not in expanded:
+                expanded.add(cost)
+                queued = set(order)
+                same = sorted((k for k in previous if k not in queued and key(k)[0] == cost), key=key)
+                order[pos:pos] = same
+    log.append(
+        {
+            "fraction": 1.0,
+            "requests": done[0]["requests"] if done else 0,
+            "candidates": len(done),
+            "skipped_by_cost": len(order) - pos,
+            "simulation_s": sum(r["sim_wall_s"] for r in done),
+            "wall_s": time.perf_counter() - t0,
+        }
+    )
+
+
+def _excess(result: dict[str, Any], tolerance: float) -> float:
+    v = violation(result)
+    return 0.0 if v <= tolerance else v
+
+
+def _margin(result: dict[str, Any]) -> float:
+    m = slo_margins(result["slo"])
+    return min(m.values()) if m else 0.0
 
 
 def _evaluate(

@@ -13,6 +13,7 @@ Peaks describe the compute device one replica uses: all the VM's cores for kind
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -273,6 +274,14 @@ def parse_catalog(data: Any, source: str = "hardware catalog") -> Catalog:
 
 
 def load_catalog(path: str | Path | None = None) -> Catalog:
-    """Read a hardware catalog YAML file; ``None`` reads the one shipped with servewise."""
-    p = _packaged() if path is None else Path(path)
+    """Read a hardware catalog YAML file; ``None`` reads the one shipped with servewise (parsed once)."""
+    if path is None:
+        return _packaged_catalog()
+    p = Path(path)
+    return parse_catalog(read_yaml(p, "hardware catalog"), str(p))
+
+
+@functools.cache
+def _packaged_catalog() -> Catalog:
+    p = _packaged()
     return parse_catalog(read_yaml(p, "hardware catalog"), str(p))

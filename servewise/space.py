@@ -281,12 +281,18 @@ def expand(value: Any) -> list[Any]:
     if isinstance(value, list | tuple):
         out: list[Any] = []
         for item in value:
-            out.extend(expand(item))
+            if isinstance(item, list | tuple):
+                out.append(list(item))  # a list of lists: each inner list is one (list-valued) alternative
+            else:
+                out.extend(expand(item))
         if not out:
             raise ConfigError("an empty list has no alternatives")
         return out
     if _is_range(value):
         return _range(value)
+    if isinstance(value, dict) and "range" in value:
+        extra = sorted(set(value) - {"range", "step", "factor"})
+        raise ConfigError(f"a range takes step or factor, not {', '.join(map(repr, extra))}")
     if isinstance(value, dict):
         keys = list(value)
         options = [expand(value[k]) for k in keys]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from servewise import config, hardware, profile
+from servewise import config, hardware, profile, space
 from servewise.config import parse_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_yaml_example_is_a_valid_deployment() -> None:
     assert dep.balancer.policy == "p2c"
 
 
-@pytest.mark.parametrize("module", [config, profile, hardware], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [config, profile, hardware, space], ids=lambda m: m.__name__)
 def test_every_config_and_artifact_field_is_documented(module) -> None:
     models = [
         getattr(module, name)
