@@ -425,6 +425,7 @@ def advise(
         err.print(f"wrote {written[0]}", markup=False)
         raise typer.Exit(EXIT_VIOLATION)
     w = plan.winner
+    assert w is not None  # a feasible plan has a winner
     rob = w.get("robustness") or {}
     head = (rob.get("headroom") or {}).get("rate_multiplier")
     out.print(

@@ -449,6 +449,8 @@ class Engine:
             allowed = self.allowed_pools[i]
             if allowed is not None:
                 routable = [r for r in routable if r.pool in allowed]
+                if not routable:  # no allowed replica is ready: wait for one still starting, as with no placement
+                    routable = [r for r in self.replicas if r.state == _UP and r.pool in allowed]
         if not routable:
             self.status[i] = FAILED
             self.end[i] = now

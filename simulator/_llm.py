@@ -57,7 +57,7 @@ from servewise.policies import lb_policies
 from servewise.profile import Variant, step_features
 from servewise.trace import Request, Trace
 
-from ._engine import CACHE_HIT, COMPLETED, PENDING, REJECTED, RawResult, allowed_pools, build_cache
+from ._engine import CACHE_HIT, COMPLETED, FAILED, PENDING, REJECTED, RawResult, allowed_pools, build_cache
 
 __all__ = ["LLMEngine", "LLMReplica", "LLMRaw", "StepModel", "ProfileStepModel", "kv_capacity"]
 
@@ -850,6 +850,10 @@ class LLMEngine:
             allowed = self.allowed_pools[i]
             if allowed is not None:
                 reps = [r for r in reps if r.pool in allowed]
+        if not reps:  # its class may use only pools without replicas
+            self.status[i] = FAILED
+            self.end[i] = now
+            return
         prompt, out = self.prompt_len[i], self.out_len[i]
         req = Request(i, self.arr[i], prompt, out, self.keys[i] if self.keys else None, self.hashes[i], self.cls[i])
         r = reps[self.lb.choose(reps, req)] if len(reps) > 1 else reps[0]

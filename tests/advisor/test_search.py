@@ -235,10 +235,9 @@ def test_robustness_of_the_finalists(robust_plan: tuple[Plan, Trace, Any], make_
     s = sp.search
     feasible = [c for c in plan.ranked() if c["feasible"]]
     finalists = [c for c in plan.data["candidates"] if c["robustness"] is not None]
-    assert [c["id"] for c in finalists] == [c["id"] for c in feasible[: s.finalists]] or sorted(
-        c["id"] for c in finalists) == sorted(c["id"] for c in feasible[: s.finalists])
+    assert {c["id"] for c in finalists} == {c["id"] for c in feasible[: s.finalists]}
     assert len(finalists) == min(s.finalists, len(feasible))
-    capped_seen = uncapped_seen = False
+    uncapped_seen = False
     for c in finalists:
         rob = c["robustness"]
         assert rob["seeds"] == [s.seed + j for j in range(s.replications + 1)]
@@ -257,7 +256,6 @@ def test_robustness_of_the_finalists(robust_plan: tuple[Plan, Trace, Any], make_
         at = simulate(dep, tr.scale_rate(head["rate_multiplier"]), seed=s.seed)
         assert at.data["slo"]["pass"] is True
         if head["capped"]:
-            capped_seen = True
             assert head["fails_at"] is None and head["rate_multiplier"] == s.headroom_max
         else:
             uncapped_seen = True
@@ -266,7 +264,6 @@ def test_robustness_of_the_finalists(robust_plan: tuple[Plan, Trace, Any], make_
             assert head["fails_at"] / head["rate_multiplier"] <= s.headroom_max ** (2.0 ** -s.headroom_steps) * 1.001
             beyond = simulate(dep, tr.scale_rate(head["fails_at"]), seed=s.seed)
             assert beyond.data["slo"]["pass"] is False
-    assert uncapped_seen or capped_seen
     assert uncapped_seen  # at 30 rps a 2-4 replica winner cannot take 4× the load
     # non-finalists get no robustness block
     assert all(c["robustness"] is None for c in plan.data["candidates"] if c not in finalists)
