@@ -18,7 +18,7 @@ from typing import Any
 
 from servewise.config import SLO, Deployment, parse_deployment
 from servewise.errors import ArtifactError, ConfigError
-from servewise.hardware import Catalog, InstanceType
+from servewise.hardware import Catalog
 from servewise.profile import Profile, Variant, load_profile
 from servewise.space import SearchSpace, axes
 
@@ -144,10 +144,6 @@ def _price(hw_name: str, given: float | None, catalog: Catalog) -> float:
     if hw_name == "local":
         raise ConfigError("hardware 'local' needs a price: {name: local, price_per_hour_usd: ...}")
     return catalog.get(hw_name).price_per_device_hour_usd
-
-
-def _instance(hw: str, catalog: Catalog) -> InstanceType | None:
-    return None if hw == "local" else catalog.get(hw)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -210,10 +210,6 @@ def make_executor(
     if kind == "ray":
         return RayExecutor(trace, variants, warmup_s, jobs, address)
     raise ConfigError(f"unknown executor {kind!r}; expected local or ray")
-
-
-def variants_needed(keys: Iterable[tuple[str, str]], lookup: Callable[[tuple[str, str]], Variant]) -> dict[tuple[str, str], Variant]:
-    return {k: lookup(k) for k in set(keys)}
 
 
 def t_quantile(conf: float, dof: int) -> float:

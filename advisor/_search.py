@@ -21,7 +21,7 @@ from servewise.trace import Trace
 
 from ._bounds import lower_bounds, violated
 from ._candidates import Candidate, build_deployment
-from ._run import Executor, Task, prefix, t_quantile
+from ._run import Executor, Task, t_quantile
 
 __all__ = ["Record", "SearchOutcome", "run_search", "slo_margins", "rank_key"]
 
@@ -523,6 +523,3 @@ def _headroom(runner: _Runner, records: list[Record], fin: list[int], settings: 
         for k in fin
     }
 
-
-def prefix_requests(trace: Trace, fraction: float) -> int:
-    return len(prefix(trace, fraction))
