@@ -250,14 +250,15 @@ def _final_rung(
     settings: SearchSettings,
     log: list[dict[str, Any]],
     what: str,
-    previous: list[int],
+    tried: list[int],
 ) -> None:
     """The full trace, cheapest first, until ``finalists`` candidates meet the SLOs (branch and bound on cost).
 
     Once that many are feasible, every candidate left costs more than all of them: none
     can win or be a finalist, so they keep the fidelity they reached. When a cost level
-    turns out feasible, the rest of that level from the previous rung runs too: at equal
-    cost the widest SLO margin wins, and a prefix ranks margins only roughly.
+    turns out feasible, the rest of that level (every candidate of that cost that ran on a
+    prefix) runs too: at equal cost the widest SLO margin wins, and a prefix ranks margins
+    only roughly.
     """
 
     def key(k: int) -> tuple[Any, ...]:
@@ -299,7 +300,7 @@ def _final_rung(
             if cost not in expanded:
                 expanded.add(cost)
                 queued = set(order)
-                same = sorted((k for k in previous if k not in queued and key(k)[0] == cost), key=key)
+                same = sorted((k for k in tried if k not in queued and key(k)[0] == cost), key=key)
                 order[pos:pos] = same
     log.append(
         {
