@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from servewise import __version__
-from servewise._io import read_json, write_json
-from servewise.errors import ArtifactError
+from servewise._io import read_artifact, write_json
 from servewise.space import SearchSpace
 from servewise.trace import Trace
 
@@ -57,15 +56,7 @@ class Plan:
 
 def load_plan(path: str | Path) -> Plan:
     """Read a plan.json; an unknown kind or schema version is an :class:`ArtifactError`."""
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: cannot read plan ({err})") from None
-    if not isinstance(data, dict) or data.get("kind") != KIND:
-        raise ArtifactError(f"{path}: expected kind '{KIND}'")
-    if data.get("schema_version") != PLAN_SCHEMA_VERSION:
-        raise ArtifactError(f"{path}: unknown plan schema_version {data.get('schema_version')!r}")
-    return Plan(data)
+    return Plan(read_artifact(path, KIND, PLAN_SCHEMA_VERSION, "plan"))
 
 
 def _tail(summary: dict[str, Any]) -> float | None:

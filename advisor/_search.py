@@ -18,6 +18,7 @@ import numpy as np
 
 from servewise.space import SearchSettings
 from servewise.trace import Trace
+from simulator import SLO_FIELDS
 
 from ._bounds import lower_bounds, violated
 from ._candidates import Candidate, build_deployment
@@ -25,11 +26,8 @@ from ._run import Executor, Task, t_quantile
 
 __all__ = ["Record", "SearchOutcome", "run_search", "slo_margins", "rank_key"]
 
-_MAX_SLOS = {
-    "p50_latency_s", "p90_latency_s", "p95_latency_s", "p99_latency_s", "max_rejection_ratio", "max_failure_ratio",
-    "p50_ttft_s", "p90_ttft_s", "p95_ttft_s", "p99_ttft_s", "p50_tpot_s", "p90_tpot_s", "p95_tpot_s", "p99_tpot_s",
-    "max_accuracy_drift",
-}
+_MAX_SLOS = {name for name, (_, _, kind) in SLO_FIELDS.items() if kind == "max"}
+"""SLOs that are upper limits (the rest are floors), as the simulator checks them."""
 
 
 @dataclass
@@ -42,6 +40,11 @@ class Record:
     pruned_by: dict[str, Any] | None = None
     rungs: list[dict[str, Any]] = field(default_factory=list)
     robustness: dict[str, Any] | None = None
+
+    def add(self, result: dict[str, Any]) -> None:
+        """Record a simulation of this candidate (at some trace fraction)."""
+        self.status = "evaluated"
+        self.rungs.append(result)
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -98,8 +101,7 @@ def rank_key(result: dict[str, Any], tolerance: float = 0.0) -> tuple[Any, ...]:
     v = violation(result)
     s = result["summary"]
     cost = s.get("cost_per_hour_usd") or 0.0
-    m = slo_margins(result["slo"])
-    margin = min(m.values()) if m else 0.0
+    margin = _margin(result)
     if v <= tolerance:
         return (0, round(cost, 9), round(s.get("mean_replicas") or 0.0, 9), -margin, result["index"])
     return (1, v, round(cost, 9), 0.0, result["index"])
@@ -122,9 +124,8 @@ def _tasks(records: list[Record], idx: list[int], fraction: float, seed: int) ->
 
 
 class _Runner:
-    def __init__(self, executor: Executor, records: list[Record], progress: Callable[[str, int, int], None] | None):
+    def __init__(self, executor: Executor, progress: Callable[[str, int, int], None] | None):
         self.ex = executor
-        self.records = records
         self.progress = progress
         self.simulations = 0
         self.simulation_s = 0.0
@@ -178,7 +179,7 @@ def run_search(
 ) -> SearchOutcome:
     """Run the strategy of ``settings`` over ``records`` (their static findings already set)."""
     t0 = time.perf_counter()
-    runner = _Runner(executor, records, progress)
+    runner = _Runner(executor, progress)
     live = [k for k, r in enumerate(records) if r.status == "candidate"]
     rung_log: list[dict[str, Any]] = []
     trials = None
@@ -290,9 +291,7 @@ def _final_rung(
         # one at a time, in order: the stop and the insertions below never depend on the batch size
         r = ahead.pop(order[pos])
         pos += 1
-        rec = records[r["index"]]
-        rec.status = "evaluated"
-        rec.rungs.append(r)
+        records[r["index"]].add(r)
         done.append(r)
         if r["slo"]["pass"]:
             cost = round(float(r["summary"].get("cost_per_hour_usd") or 0.0), 6)
@@ -330,9 +329,7 @@ def _evaluate(
     t0 = time.perf_counter()
     results = runner.run(_tasks(records, idx, fraction, seed), what)
     for r in results:
-        rec = records[r["index"]]
-        rec.status = "evaluated"
-        rec.rungs.append(r)
+        records[r["index"]].add(r)
     log.append(
         {
             "fraction": fraction,
@@ -393,9 +390,7 @@ def _tpe(
         todo = sorted({k for _, k in asked if k is not None and records[k].status == "candidate" and k not in seen})
         if todo:
             for r in runner.run(_tasks(records, todo, 1.0, settings.seed), "tpe"):
-                rec = records[r["index"]]
-                rec.status = "evaluated"
-                rec.rungs.append(r)
+                records[r["index"]].add(r)
                 seen[r["index"]] = r
         for tr, k in asked:
             if k is None:

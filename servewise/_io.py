@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "read_artifact"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> None:
@@ -76,3 +76,20 @@ def write_json(path: str | Path, data: Any) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def read_artifact(path: str | Path, kind: str, schema_version: int, what: str) -> dict[str, Any]:
+    """A JSON artifact of ``kind`` and ``schema_version``; anything else is an :class:`ArtifactError`."""
+    from servewise.errors import ArtifactError
+
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{path}: cannot read {what} ({err})") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise ArtifactError(f"{path}: expected kind '{kind}', got {data.get('kind') if isinstance(data, dict) else data!r}")
+    if data.get("schema_version") != schema_version:
+        raise ArtifactError(
+            f"{path}: unknown schema_version {data.get('schema_version')!r}; this servewise reads {schema_version}"
+        )
+    return data

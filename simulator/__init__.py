@@ -13,9 +13,9 @@ from servewise.trace import Trace
 
 from ._engine import Engine
 from ._llm import LLMEngine, ProfileStepModel, StepModel
-from ._result import SCHEMA_VERSION, SimResult, build_result, load_result
+from ._result import SCHEMA_VERSION, SLO_FIELDS, SimResult, build_result, load_result
 
-__all__ = ["simulate", "SimResult", "load_result", "SCHEMA_VERSION", "StepModel", "ProfileStepModel"]
+__all__ = ["simulate", "SimResult", "load_result", "SCHEMA_VERSION", "SLO_FIELDS", "StepModel", "ProfileStepModel"]
 
 
 def simulate(

@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 
 from servewise import __version__
-from servewise._io import atomic_write, read_json, write_json
+from servewise._io import atomic_write, read_artifact, write_json
 from servewise.config import SLO, Deployment, dump_deployment
-from servewise.errors import ArtifactError
 from servewise.stats import summarize
 
 from ._engine import CACHE_HIT, COMPLETED, FAILED, REJECTED, STATUS_NAMES, RawResult, Replica
 
-__all__ = ["SimResult", "SCHEMA_VERSION", "load_result"]
+__all__ = ["SimResult", "SCHEMA_VERSION", "SLO_FIELDS", "load_result"]
 
 SCHEMA_VERSION = 1
 KIND = "sim_result"
@@ -50,17 +49,7 @@ class SimResult:
 
 def load_result(path: str | Path) -> dict[str, Any]:
     """Read a ``result.json``; an unknown kind or schema version is an :class:`ArtifactError`."""
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: cannot read simulation result ({err})") from None
-    if not isinstance(data, dict) or data.get("kind") != KIND:
-        raise ArtifactError(f"{path}: expected kind '{KIND}', got {data.get('kind') if isinstance(data, dict) else data!r}")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{path}: unknown schema_version {data.get('schema_version')!r}; this servewise reads {SCHEMA_VERSION}"
-        )
-    return data
+    return read_artifact(path, KIND, SCHEMA_VERSION, "simulation result")
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -329,7 +318,7 @@ def _llm_summary(raw: RawResult, counted: np.ndarray, duration: float) -> dict[s
     }
 
 
-_SLO_FIELDS = {
+SLO_FIELDS: dict[str, tuple[str, str | None, str]] = {
     "p50_latency_s": ("latency_s", "p50", "max"),
     "p90_latency_s": ("latency_s", "p90", "max"),
     "p95_latency_s": ("latency_s", "p95", "max"),
@@ -347,7 +336,7 @@ _SLO_FIELDS = {
 def _check_slo(slo: SLO, summary: dict[str, Any]) -> dict[str, Any]:
     """Each set SLO: its limit, the value, pass/fail. A missing value is a failure, never a pass."""
     checks: dict[str, Any] = {}
-    for name, (key, sub, kind) in _SLO_FIELDS.items():
+    for name, (key, sub, kind) in SLO_FIELDS.items():
         limit = getattr(slo, name)
         if limit is None:
             continue
