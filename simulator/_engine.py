@@ -29,9 +29,8 @@ import simpy
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
 from servewise.policies import autoscale_rules, batching_rules, cache_policies, lb_policies
+from servewise.service import build_service
 from servewise.trace import Request, Trace
-
-from ._service import build_service
 
 __all__ = ["Engine", "RawResult", "Replica", "build_cache", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
 

@@ -18,9 +18,8 @@ import simpy
 from servewise.config import Deployment
 from servewise.errors import ConfigError
 from servewise.policies import lb_policies
+from servewise.service import build_service
 from servewise.trace import Trace
-
-from ._service import build_service
 
 __all__ = ["reference_simulate", "ReferenceResult"]
 

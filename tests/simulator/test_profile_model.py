@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import yaml
 
+from servewise import service as _service
 from servewise.config import Deployment, ModelRef, load_deployment, parse_deployment
 from servewise.errors import ConfigError
 from servewise.profile import LatencyModel, Tree, Variant
 from servewise.trace import TokenSpec, Trace, poisson
-from simulator import SimResult, _service, simulate
+from simulator import SimResult, simulate
 
 # classic: batch_time(b, s) = A + B·b + T·b·s + Q·b·s²
 A, B, T, Q = 0.01, 0.02, 5e-4, 2e-6

@@ -1,4 +1,6 @@
-"""Service-time sampling: per request and per batch, vectorised and seeded.
+"""Service-time models, per request and per batch, vectorised and seeded.
+
+Shared by the simulator and by the live server's synthetic mode (``servewise serve``).
 
 A deployment's ``service_time`` distribution is sampled by :class:`ServiceModel`; a
 profiled ``model`` is evaluated by :class:`ProfileServiceModel`. :func:`build_service`
