@@ -17,6 +17,7 @@ from typing import Any
 from servewise.errors import ConfigError
 from servewise.hardware import Catalog, load_catalog
 from servewise.space import SearchSpace
+from servewise.stats import VALIDATION_TOLERANCES
 from servewise.trace import Trace
 
 from ._candidates import Candidate, Profiles, build_candidates, load_profiles
@@ -35,16 +36,8 @@ __all__ = [
     "TOLERANCES",
 ]
 
-#: Relative errors the load test may show against the prediction before validation fails.
-TOLERANCES: dict[str, float] = {
-    "latency_s.p50": 0.10,
-    "latency_s.p95": 0.15,
-    "latency_s.p99": 0.25,
-    "ttft_s.p50": 0.15,
-    "ttft_s.p95": 0.20,
-    "tpot_s.p50": 0.15,
-    "throughput_rps": 0.05,
-}
+TOLERANCES = VALIDATION_TOLERANCES
+"""Relative errors the load test may show against the prediction (see :data:`servewise.stats.VALIDATION_TOLERANCES`)."""
 
 
 def advise(

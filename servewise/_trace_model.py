@@ -299,6 +299,14 @@ class Trace:
         op = f"window({start_s:g}, {end_s:g}{'' if rebase else ', rebase=False'})"
         return self._replace(**cols, source=_derived(self.source, op))
 
+    def head(self, n: int) -> Trace:
+        """The first ``n`` requests (all of them when the trace is shorter)."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ConfigError(f"head needs an integer >= 1, got {n!r}")
+        if n >= len(self):
+            return self
+        return self._replace(**self._take(slice(0, int(n))), source=_derived(self.source, f"head({int(n)})"))
+
     def scale_rate(self, factor: float) -> Trace:
         """The same requests at ``factor`` times the rate: arrival times divided by factor."""
         f = float(factor)

@@ -2,7 +2,8 @@
 
 Each command parses its options, calls one library entry point (importing that stage
 only when the command runs) and prints the outcome. This module alone decides exit
-codes: 0 success, 1 an SLO violation / regression, 2 unusable input or usage.
+codes: 0 success, 1 an SLO violation / regression / failed validation, 2 unusable input or
+usage, 3 an invalid measurement (the load generator fell behind).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ profile_app = typer.Typer(
 app.add_typer(trace_app, name="trace")
 app.add_typer(deployment_app, name="deployment")
 app.add_typer(profile_app, name="profile")
+deploy_app = typer.Typer(help="Deployment versions kept by servewise serve: history and rollback.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
 
 out = Console()
 err = Console(stderr=True)
@@ -764,6 +767,274 @@ def profile_transfer(
         save_profile(est, out_path)
         _print_profile(est)
         out.print(f"wrote {out_path} (estimated for {to}, not measured)", markup=False)
+
+
+# --------------------------------------------------------------------------- serve
+
+
+StateDirOpt = Annotated[
+    Path, typer.Option("--state-dir", help="Where deployment versions are kept (servewise deploy history).")
+]
+
+
+@app.command()
+def serve(
+    deployment: Annotated[Path, typer.Argument(help="Deployment YAML (e.g. the advisor's deploy/deployment.yaml).")],
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 unless told otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind (0: any free port).")] = 8000,
+    mode: Annotated[str, typer.Option(help="real (run the profiled model), synthetic (sleep its service times), auto.")] = "auto",
+    replicas: Annotated[int | None, typer.Option(help="Start this many replicas of each pool (overrides the file).")] = None,
+    pool: Annotated[str | None, typer.Option(help="Serve only this pool of a multi-pool deployment.")] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN' (default: $SERVEWISE_TOKEN, else none).")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    max_pending: Annotated[
+        int | None, typer.Option("--max-pending", help="Requests inside the router at once; more get 429.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica (default: the profile's).")] = None,
+    log_requests: Annotated[Path | None, typer.Option("--log-requests", help="Append a JSONL request log here.")] = None,
+    log_sample: Annotated[float, typer.Option("--log-sample", help="Fraction of served requests logged (errors: all).")] = 1.0,
+    redact: Annotated[bool, typer.Option("--redact/--no-redact", help="Log prompts and answers as hashes only.")] = True,
+    drain_timeout_s: Annotated[float, typer.Option("--drain-timeout-s", help="On SIGTERM, wait this long for in-flight requests.")] = 30.0,
+    worker_log: Annotated[Path | None, typer.Option("--worker-log", help="Append the replicas' stderr here.")] = None,
+    state_dir: StateDirOpt = Path(".servewise"),
+    ready_file: Annotated[Path | None, typer.Option("--ready-file", help="Write {url, pid} here once ready.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the balancer and of synthetic service times.")] = 0,
+) -> None:
+    """Serve a deployment live: a router plus one worker process per replica (Ctrl-C / SIGTERM drains)."""
+    import os
+
+    with _errors():
+        if mode not in ("auto", "real", "synthetic"):
+            raise CLIError(f"--mode must be auto, real or synthetic, got {mode!r}")
+        if not 0.0 <= log_sample <= 1.0:
+            raise CLIError(f"--log-sample must be in [0, 1], got {log_sample}")
+        import serving
+        from serving._router import ServeSettings
+
+        tok = token if token is not None else os.environ.get("SERVEWISE_TOKEN") or None
+        if host not in ("127.0.0.1", "localhost", "::1") and tok is None:
+            err.print(f"warning: binding {host} without --token: anyone who can reach it can use the model", markup=False)
+        settings = ServeSettings(
+            host=host, port=port, mode=mode, replicas=replicas, pool=pool, token=tok, max_body_bytes=max_body_bytes,  # type: ignore[arg-type]
+            max_pending=max_pending, threads=threads, log_path=log_requests, log_sample=log_sample, log_redact=redact,
+            drain_timeout_s=drain_timeout_s, worker_log=worker_log, seed=seed,
+        )  # fmt: skip
+
+        def announce(info: dict[str, Any]) -> None:
+            n = len(info["replicas"])
+            err.print(f"serving {deployment} ({info['mode']}, {n} replica(s)) on {info['url']}", markup=False)
+
+        code = serving.serve(deployment, settings, state_dir=state_dir, ready_file=ready_file, announce=announce)
+    raise typer.Exit(code)
+
+
+@deploy_app.command("history")
+def deploy_history(
+    name: Annotated[str | None, typer.Argument(help="Deployment name (default: the only one recorded).")] = None,
+    state_dir: StateDirOpt = Path(".servewise"),
+) -> None:
+    """List the recorded versions of a deployment (newest last; * = current)."""
+    with _errors():
+        from serving import VersionStore
+
+        store = VersionStore(state_dir, _deployment_name(state_dir, name))
+        versions = store.history()
+        cur = store.current()
+        t = Table(title=f"deployment {store.name}", header_style="bold")
+        for col in ("", "version", "created (UTC)", "sha256", "source"):
+            t.add_column(col)
+        for v in versions:
+            src = v.source + (f"  (rollback to v{v.rollback_of})" if v.rollback_of else "")
+            t.add_row("*" if cur and v.version == cur.version else "", str(v.version), v.created_utc, v.sha256[:12], src)
+        out.print(t)
+        running = store.running_server()
+        if running:
+            out.print(f"running: pid {running['pid']} at {running['url']}", markup=False)
+
+
+@deploy_app.command("rollback")
+def deploy_rollback(
+    name: Annotated[str | None, typer.Argument(help="Deployment name (default: the only one recorded).")] = None,
+    to: Annotated[int | None, typer.Option(help="Version to go back to (default: the one before the current).")] = None,
+    state_dir: StateDirOpt = Path(".servewise"),
+) -> None:
+    """Make an earlier version current again; a running server rolls its replicas onto it."""
+    with _errors():
+        from serving import VersionStore
+
+        store = VersionStore(state_dir, _deployment_name(state_dir, name))
+        v = store.rollback(to)
+        out.print(f"deployment {store.name}: version {v.version} is current (= version {v.rollback_of})", markup=False)
+        pid = store.notify_reload()
+        if pid is not None:
+            out.print(f"told the running server (pid {pid}) to reload", markup=False)
+
+
+def _deployment_name(state_dir: Path, name: str | None) -> str:
+    if name is not None:
+        return name
+    root = state_dir / "deployments"
+    names = sorted(p.name for p in root.iterdir() if (p / "history.json").exists()) if root.is_dir() else []
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise CLIError(f"no deployment versions in {state_dir} (servewise serve records them; see --state-dir)")
+    raise CLIError(f"several deployments are recorded in {state_dir} ({', '.join(names)}): name one")
+
+
+
+# --------------------------------------------------------------------------- loadtest + validate
+
+
+def _print_measured(doc: dict[str, Any], title: str) -> None:
+    s = doc["summary"]
+    t = Table(title=title, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    lat = s.get("latency_s") or {}
+    rows = [
+        ("requests", _fmt(s.get("requests"))),
+        ("completed / cache hits", f"{_fmt(s.get('completed'))} / {_fmt(s.get('cache_hits'))}"),
+        ("rejected (429) / failed", f"{_fmt(s.get('rejected'))} / {_fmt(s.get('failed'))}"),
+        ("throughput", f"{_fmt(s.get('throughput_rps'))} req/s"),
+        *((f"latency {k}", _fmt(lat.get(k), "s")) for k in ("p50", "p95", "p99")),
+    ]
+    ttft = s.get("ttft_s") or {}
+    if ttft.get("p50") is not None:
+        rows += [("TTFT p50 / p95", f"{_fmt(ttft.get('p50'), 's')} / {_fmt(ttft.get('p95'), 's')}")]
+        rows += [("TPOT p50", _fmt((s.get("tpot_s") or {}).get("p50"), "s"))]
+    gen = doc.get("generator") or {}
+    lag = gen.get("send_lag_s") or {}
+    rows += [
+        ("offered / achieved rate", f"{_fmt(gen.get('offered_rps'))} / {_fmt(gen.get('achieved_rps'))} req/s"),
+        ("send lag p99", _fmt(lag.get("p99"), "s")),
+        ("load generator", "[green]valid[/]" if gen.get("valid", True) else "[red]INVALID[/]: " + "; ".join(gen.get("invalid_reasons", []))),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+
+
+ApiOpt = Annotated[
+    str | None, typer.Option(help="openai (POST /v1/completions) or predict (POST /predict); default: from the trace.")
+]
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Option("--url", help="Endpoint base URL (http://host:port) or full path.")],
+    trace: Annotated[Path, typer.Option("--trace", "-t", help="Trace to replay (arrival times, token counts, keys).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for measured.json and requests.csv.")],
+    time_scale: Annotated[float, typer.Option("--time-scale", help="Replay k times faster (k > 0).")] = 1.0,
+    max_requests: Annotated[int | None, typer.Option("--max-requests", help="Replay only the first N requests.")] = None,
+    api: ApiOpt = None,
+    stream: Annotated[bool, typer.Option(help="Ask for streamed answers; measure TTFT and inter-token times.")] = False,
+    model: Annotated[str, typer.Option(help="The model name sent in OpenAI requests.")] = "servewise",
+    token: Annotated[str | None, typer.Option(help="Bearer token (default: $SERVEWISE_TOKEN).")] = None,
+    processes: Annotated[int, typer.Option(help="Load-generator processes (Locust runners).")] = 1,
+    timeout_s: Annotated[float, typer.Option("--timeout-s", help="A request unanswered after this is failed.")] = 120.0,
+    max_send_lag_s: Annotated[
+        float, typer.Option("--max-send-lag-s", help="The run is invalid when the p99 send lag exceeds this.")
+    ] = 0.05,
+    fmt: FormatOpt = "auto",
+    column_map: ColumnMapOpt = None,
+) -> None:
+    """Replay a trace open loop against an endpoint with Locust; write measured.json and requests.csv.
+
+    Exit 0 when the run is valid, 1 when the load generator fell behind (the numbers are not trustworthy).
+    """
+    import os
+
+    with _errors():
+        if api not in (None, "openai", "predict"):
+            raise CLIError(f"--api must be openai or predict, got {api!r}")
+        if processes < 1:
+            raise CLIError(f"--processes must be >= 1, got {processes}")
+        import loadtest as lt
+
+        tr = _load_trace(trace, fmt, column_map, False)
+        doc = lt.run_loadtest(
+            url, tr, out_dir=out_dir, time_scale=time_scale, max_requests=max_requests, api=api,  # type: ignore[arg-type]
+            stream=stream, model=model, token=token if token is not None else os.environ.get("SERVEWISE_TOKEN") or None,
+            processes=processes, timeout_s=timeout_s, max_send_lag_s=max_send_lag_s,
+        )  # fmt: skip
+        _print_measured(doc, f"load test of {url}")
+        out.print(f"wrote {out_dir / 'measured.json'} and {out_dir / 'requests.csv'}", markup=False)
+        if not doc.get("generator", {}).get("valid", True):
+            err.print("the load generator fell behind the schedule: this run does not measure the server", markup=False)
+            raise typer.Exit(EXIT_VIOLATION)
+
+
+EXIT_INVALID = 3
+
+
+@app.command()
+def validate(
+    trace: Annotated[Path, typer.Option("--trace", "-t", help="Trace to simulate and replay.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for validation.json and what it compares.")],
+    deployment: Annotated[
+        Path | None, typer.Option("--deployment", "-d", help="Deployment to simulate, serve here and load test.")
+    ] = None,
+    url: Annotated[str | None, typer.Option("--url", help="Or: an endpoint already running (needs --expected).")] = None,
+    expected: Annotated[Path | None, typer.Option("--expected", help="The advisor's expected.json (with --url).")] = None,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="Replay k times faster (k > 0).")] = 1.0,
+    max_requests: Annotated[int | None, typer.Option("--max-requests", help="Use only the first N requests.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulation and of the server's policies.")] = 0,
+    mode: Annotated[str | None, typer.Option(help="Server mode: real or synthetic (default: real with a model).")] = None,
+    serve_arg: Annotated[
+        list[str] | None, typer.Option("--serve-arg", help="Extra option for servewise serve, e.g. --serve-arg=--threads=1.")
+    ] = None,
+    api: ApiOpt = None,
+    stream: Annotated[bool, typer.Option(help="Ask for streamed answers (TTFT, inter-token times).")] = False,
+    token: Annotated[str | None, typer.Option(help="Bearer token of --url (default: $SERVEWISE_TOKEN).")] = None,
+    processes: Annotated[int, typer.Option(help="Load-generator processes.")] = 1,
+    fmt: FormatOpt = "auto",
+    column_map: ColumnMapOpt = None,
+) -> None:
+    """Simulate, serve, load test and compare: write validation.json with a verdict per metric.
+
+    Exit 0 when every metric is within its tolerance, 1 when one is not, 3 when the
+    measurement is invalid (the load generator fell behind), 2 on bad input.
+    """
+    import os
+
+    with _errors():
+        if (deployment is None) == (url is None):
+            raise CLIError("give either --deployment (serve it here) or --url with --expected")
+        if url is not None and expected is None:
+            raise CLIError("--url needs --expected (the advisor's expected.json)")
+        if mode not in (None, "real", "synthetic"):
+            raise CLIError(f"--mode must be real or synthetic, got {mode!r}")
+        from loadtest.validate import validate as run_validate
+
+        tr = _load_trace(trace, fmt, column_map, False)
+        serve_args = [*(["--mode", mode] if mode else []), *(serve_arg or [])]
+        doc = run_validate(
+            tr, out_dir, deployment_path=deployment, url=url, expected_path=expected, max_requests=max_requests,
+            time_scale=time_scale, seed=seed, serve_args=serve_args, stream=stream, api=api,
+            token=token if token is not None else os.environ.get("SERVEWISE_TOKEN") or None, processes=processes,
+            progress=lambda text: err.print(text, markup=False),
+        )  # fmt: skip
+        t = Table(title=f"validation: {doc['verdict']}", header_style="bold")
+        for col in ("metric", "predicted", "measured", "error", "tolerance", ""):
+            t.add_column(col, justify="right" if col not in ("metric", "") else "left")
+        for k, m in doc["metrics"].items():
+            unit = "s" if "_s." in k or k.endswith("_s") else ""
+            rel = m["relative_error"]
+            t.add_row(
+                k, _fmt(m["predicted"], unit), _fmt(m["measured"], unit), "—" if rel is None else f"{rel:+.1%}",
+                f"±{m['tolerance']:.0%}", "[green]pass[/]" if m["pass"] else "[red]FAIL[/]",
+            )  # fmt: skip
+        out.print(t)
+        for reason in doc.get("invalid_reasons") or []:
+            err.print(f"invalid: {reason}", markup=False)
+        out.print(f"wrote {out_dir / 'validation.json'}", markup=False)
+    if doc["verdict"] == "fail":
+        raise typer.Exit(EXIT_VIOLATION)
+    if doc["verdict"] == "invalid":
+        raise typer.Exit(EXIT_INVALID)
 
 
 def main() -> None:

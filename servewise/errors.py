@@ -10,6 +10,7 @@
     ├── MissingExtraError          an optional dependency is not installed (says what to install)
     ├── ProfileError               a model cannot be profiled (unknown SPEC, unreadable model folder)
     ├── ProfileInterrupted         profiling was stopped; the partial profile is saved as incomplete
+    ├── LoadTestError              the load generator failed (a generator process crashed or hung)
     └── CLIError                   command-line options that conflict or are missing (names the flags)
 
 Library code raises these; only ``servewise.cli`` turns them into messages and exit codes.
@@ -27,6 +28,7 @@ __all__ = [
     "CLIError",
     "ProfileError",
     "ProfileInterrupted",
+    "LoadTestError",
 ]
 
 
@@ -71,3 +73,7 @@ class ProfileInterrupted(ServewiseError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class LoadTestError(ServewiseError):
+    """A load test could not run to the end: a generator process crashed, hung or never started."""

@@ -9,7 +9,7 @@ picks the one the deployment asks for.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +42,10 @@ class Service(Protocol):
 
     def batch_time(self, members: list[int]) -> float:
         """Time of one batch of the given request indices."""
+        ...
+
+    def batch_time_of(self, input_tokens: Sequence[int], output_tokens: Sequence[int]) -> float:
+        """Time of one batch given by its members' token counts (no trace: the live server)."""
         ...
 
 
@@ -157,21 +161,25 @@ class ServiceModel:
 
     def batch_time(self, members: list[int]) -> float:
         """Time (seconds) of one batch of the given request indices, speed 1."""
-        dist = self.dist
         n = len(members)
-        if isinstance(dist, Linear):
+        if isinstance(self.dist, Linear):
             tin = int(self._in[members].sum()) if n > 1 else int(self._in[members[0]])
             tout = int(self._out[members].sum()) if n > 1 else int(self._out[members[0]])
-            t = (
-                dist.base_s
-                + dist.per_item_s * n
-                + dist.per_input_token_s * tin
-                + dist.per_output_token_s * tout
-            )
-            if self._noise is not None:
-                t *= float(self._noise(1)[0])
-            return t
+            return self._linear_time(self.dist, n, tin, tout)
         return self._one() * (1.0 + self.factor * (n - 1))
+
+    def batch_time_of(self, input_tokens: Sequence[int], output_tokens: Sequence[int]) -> float:
+        """:meth:`batch_time` of a batch given by its members' token counts instead of trace indices."""
+        n = len(input_tokens)
+        if isinstance(self.dist, Linear):
+            return self._linear_time(self.dist, n, int(sum(input_tokens)), int(sum(output_tokens)))
+        return self._one() * (1.0 + self.factor * (n - 1))
+
+    def _linear_time(self, dist: Linear, n: int, tin: int, tout: int) -> float:
+        t = dist.base_s + dist.per_item_s * n + dist.per_input_token_s * tin + dist.per_output_token_s * tout
+        if self._noise is not None:
+            t *= float(self._noise(1)[0])
+        return t
 
 
 def generation_times(variant: Variant, prompt_len: np.ndarray, output_len: np.ndarray) -> np.ndarray:
@@ -265,6 +273,15 @@ class ProfileServiceModel:
             key = (1, int(self._in[i]), int(self._out[i]) if self._decoder else 1)
         else:
             key = (n, int(self._in[members].max()), int(self._out[members].max()) if self._decoder else 1)
+        return self._keyed(key)
+
+    def batch_time_of(self, input_tokens: Sequence[int], output_tokens: Sequence[int]) -> float:
+        """:meth:`batch_time` of a batch given by its members' token counts instead of trace indices."""
+        longest_out = max(max(output_tokens), 1) if self._decoder else 1
+        return self._keyed((len(input_tokens), max(max(input_tokens), 1), longest_out))
+
+    def _keyed(self, key: tuple[int, int, int]) -> float:
+        """The time of a ``(batch size, longest input, longest output)`` batch, with its noise."""
         t = self._cache.get(key)
         if t is None:
             t = self._cache[key] = self.variant.service_time(*key)

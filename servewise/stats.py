@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PERCENTILES", "summarize"]
+__all__ = ["PERCENTILES", "summarize", "VALIDATION_TOLERANCES"]
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
 """Percentiles every latency summary reports, as ``p50`` ... ``p99``."""
@@ -32,3 +32,17 @@ def summarize(values: np.ndarray | Sequence[float]) -> dict[str, float | None]:
         if v is not None and not math.isfinite(v):
             raise ValueError(f"non-finite {k} in samples")
     return out
+
+
+#: Relative errors a live load test may show against the simulator's prediction before
+#: validation fails (``servewise validate``; the advisor writes them into ``expected.json``).
+#: Keys are ``summary`` paths: ``latency_s.p95`` is ``summary["latency_s"]["p95"]``.
+VALIDATION_TOLERANCES: dict[str, float] = {
+    "latency_s.p50": 0.10,
+    "latency_s.p95": 0.15,
+    "latency_s.p99": 0.25,
+    "ttft_s.p50": 0.15,
+    "ttft_s.p95": 0.20,
+    "tpot_s.p50": 0.15,
+    "throughput_rps": 0.05,
+}
