@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,3 @@ def start_server(
     proc.kill()
     proc.wait()
     raise ConfigError(f"servewise serve was not ready within {timeout_s:g} s (see {err_path})")
-
-
-def settings_dict(settings: Any) -> dict[str, Any]:
-    return asdict(settings)

@@ -31,7 +31,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from servewise import __version__
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
 from servewise.policies import autoscale_rules, cache_policies, lb_policies
+from servewise.trace import Request
 
 from ._api import CompletionBody, PredictBody, first_error, prompt_tokens
 from ._metrics import CONTENT_TYPE, Metrics
@@ -112,7 +113,6 @@ class _Job:
     prompt: Any = None
     retries: int = 0
     replica: Replica | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 class _Failed(Exception):
@@ -279,10 +279,10 @@ class Router:
             self._start_failures[r.pool] = 0
         self._refresh_gauges()
         await r.gone_event.wait()
-        if r.state == DEAD:
+        if r.state == DEAD and r.ready_at is not None:  # it served, then died: the reconciler replaces it
+            self.restarts += 1
             self.metrics.errors.labels("replica_failed").inc()
-            if not r.error or "before it was ready" not in r.error:
-                _warn(f"replica {r.id} ({r.pool}) {r.error}; ejected")
+            _warn(f"replica {r.id} ({r.pool}) {r.error}; ejected")
         self.metrics.forget_replica(r.pool, r.label)
         self._refresh_gauges()
         self._reconcile()
@@ -299,7 +299,6 @@ class Router:
                 continue  # the model does not load: do not restart in a loop (errors are in the log)
             missing = self.wanted[p.name] - len(self._alive(p.name))
             for _ in range(missing):
-                self.restarts += 1 if any(r.state == DEAD and r.pool == p.name for r in self.replicas) else 0
                 self._launch(p, initial=False)
 
     def _refresh_gauges(self) -> None:
@@ -426,8 +425,6 @@ class Router:
     def _choose(self, replicas: list[Replica], job: _Job) -> Replica:
         if len(replicas) == 1:
             return replicas[0]
-        from servewise.trace import Request
-
         req = Request(0, job.arrived - self.t0, job.input_tokens, job.output_tokens, _int_key(job.key), (), job.traffic_class or "default")
         return replicas[self.lb.choose(replicas, req)]
 
