@@ -7,11 +7,23 @@ the field's name, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = ["CompletionBody", "PredictBody", "first_error", "prompt_tokens"]
+
+
+def _check_prompt(v: str | list[int]) -> str | list[int]:
+    if len(v) == 0:
+        raise ValueError("must not be empty")
+    if isinstance(v, list) and any(t < 0 for t in v):
+        raise ValueError("token ids must be >= 0")
+    return v
+
+
+Prompt = Annotated[str | list[int], AfterValidator(_check_prompt)]
+"""A prompt: a non-empty text, or a non-empty list of token ids >= 0."""
 
 
 class _Body(BaseModel):
@@ -22,7 +34,7 @@ class CompletionBody(_Body):
     """OpenAI ``/v1/completions``: the fields a completion server honours or may ignore."""
 
     model: str | None = None
-    prompt: str | list[int]
+    prompt: Prompt
     max_tokens: int = Field(default=16, ge=0)
     stream: bool = False
     n: int = Field(default=1, ge=1, le=1)
@@ -39,31 +51,13 @@ class CompletionBody(_Body):
     frequency_penalty: float | None = None
     stream_options: dict[str, Any] | None = None
 
-    @field_validator("prompt")
-    @classmethod
-    def _not_empty(cls, v: str | list[int]) -> str | list[int]:
-        if len(v) == 0:
-            raise ValueError("must not be empty")
-        if isinstance(v, list) and any(t < 0 for t in v):
-            raise ValueError("token ids must be >= 0")
-        return v
-
 
 class PredictBody(_Body):
     """Generic JSON: one input (text or token ids), an optional cache key."""
 
-    inputs: str | list[int]
+    inputs: Prompt
     key: str | int | None = None
     max_tokens: int = Field(default=16, ge=0, description="Decoders: tokens to generate.")
-
-    @field_validator("inputs")
-    @classmethod
-    def _not_empty(cls, v: str | list[int]) -> str | list[int]:
-        if len(v) == 0:
-            raise ValueError("must not be empty")
-        if isinstance(v, list) and any(t < 0 for t in v):
-            raise ValueError("token ids must be >= 0")
-        return v
 
 
 def first_error(err: ValidationError) -> str:
