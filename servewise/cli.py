@@ -277,29 +277,81 @@ def simulate(
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results.")] = Path("servewise-out"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    profile: Annotated[
+        Path | None, typer.Option("--profile", help="Reuse this profile of builtin:minilm instead of measuring one.")
+    ] = None,
+    space: Annotated[Path | None, typer.Option("--space", help="A search space instead of the built-in one.")] = None,
+    rate_scale: Annotated[float, typer.Option("--rate-scale", help="Replay the trace excerpt k times faster.")] = 8.0,
+    max_requests: Annotated[int | None, typer.Option("--max-requests", help="Use only the first N requests.")] = None,
+    jobs: Annotated[int | None, typer.Option(help="Advisor workers (default: the CPUs).")] = None,
+    simulate_only: Annotated[
+        bool, typer.Option("--simulate-only", help="Only simulate the built-in deployment (no torch, seconds).")
+    ] = False,
 ) -> None:
-    """Run the main job end to end on the built-in default (no GPU, no network).
+    """Run the whole loop on the built-in defaults (no GPU, no network).
 
-    Simulates the built-in deployment (4 replicas, p2c, a response cache, autoscaling)
-    against the built-in 10-minute excerpt of the Azure LLM 2023 conversation trace.
+    Profiles all-MiniLM-L6-v2 (fp32, bf16) on this machine, advises over the built-in
+    search space for the shipped 10-minute Azure LLM 2023 excerpt (read as an embedding
+    workload), serves the winner live, validates it with Locust and writes one report
+    linking every stage (OUT/report.html). Exit 0 when every stage ran (the validation's
+    verdict is printed and in the report), 1 when no candidate meets the SLOs, 2 on bad
+    input. --simulate-only runs the earlier demo: the built-in deployment simulated
+    against the same excerpt.
     """
     from importlib.resources import files
 
     from servewise.trace import default_trace_path
 
     with _errors():
-        dep_path = Path(str(files("servewise") / "data" / "default_deployment.yaml"))
-        out.print(f"deployment: {dep_path}\ntrace:      {default_trace_path()}", markup=False)
-        _simulate(
-            dep_path,
-            default_trace_path(),
-            out_dir,
-            seed=seed,
-            warmup_s=0.0,
-            quiet=False,
-            title="servewise demo: built-in deployment × Azure LLM 2023 conversation (10 min)",
-            trace_kwargs=dict(fmt="auto", column_map=None, skip_bad_rows=False, zipf_keys=5000, zipf_alpha=0.8),
+        if simulate_only:
+            dep_path = Path(str(files("servewise") / "data" / "default_deployment.yaml"))
+            out.print(f"deployment: {dep_path}\ntrace:      {default_trace_path()}", markup=False)
+            _simulate(
+                dep_path,
+                default_trace_path(),
+                out_dir,
+                seed=seed,
+                warmup_s=0.0,
+                quiet=False,
+                title="servewise demo: built-in deployment × Azure LLM 2023 conversation (10 min)",
+                trace_kwargs=dict(fmt="auto", column_map=None, skip_bad_rows=False, zipf_keys=5000, zipf_alpha=0.8),
+            )
+            import reports
+
+            page = reports.write_report([out_dir], out_dir / "report.html", title="servewise demo --simulate-only")
+            out.print(f"report: {page}", markup=False)
+            return
+        from pipeline import LoopSettings, run_loop
+
+        doc = run_loop(
+            LoopSettings(out_dir=out_dir, seed=seed, profile=profile, space=space, rate_scale=rate_scale,
+                         max_requests=max_requests, jobs=jobs),
+            progress=lambda text: err.print(text, markup=False, highlight=False),
+        )  # fmt: skip
+        t = doc["timings_s"]
+        out.print(
+            "stages: " + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in t.items() if k != "total_s")
+            + f" (total {t['total_s']:.0f} s)",
+            markup=False,
         )
+        w = doc["winner"]
+        if w is None:
+            out.print("[red]no candidate meets the SLOs[/]: see the plan's closest candidates in the report")
+        else:
+            out.print(f"winner: {escape(w['label'])} at ${w['cost_per_hour_usd']:.3f}/h")
+            val = json.loads((out_dir / doc["artifacts"]["validation"]).read_text())
+            colour = {"pass": "green", "fail": "red"}.get(val["verdict"], "yellow")
+            out.print(f"validation (predicted vs measured live): [bold {colour}]{val['verdict']}[/]")
+            for k, m in val["metrics"].items():
+                rel = m["relative_error"]
+                out.print(
+                    f"  {k:16} predicted {_fmt(m['predicted'])}  measured {_fmt(m['measured'])}  "
+                    f"error {'—' if rel is None else f'{rel:+.1%}'} (±{m['tolerance']:.0%})",
+                    markup=False,
+                )
+        out.print(f"report: {out_dir / doc['artifacts']['report']}", markup=False)
+    if doc["winner"] is None:
+        raise typer.Exit(EXIT_VIOLATION)
 
 
 # --------------------------------------------------------------------------- advise
@@ -1035,6 +1087,84 @@ def validate(
         raise typer.Exit(EXIT_VIOLATION)
     if doc["verdict"] == "invalid":
         raise typer.Exit(EXIT_INVALID)
+
+
+# --------------------------------------------------------------------------- report and gate
+
+
+@app.command()
+def report(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts: profile.json, result folders, plan.json, ...")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+) -> None:
+    """Write one self-contained HTML page for these artifacts (any kind, in the order given)."""
+    with _errors():
+        import reports
+
+        path = reports.write_report(artifacts, out_path, title=title)
+        out.print(f"wrote {path}", markup=False)
+
+
+def _percent(text: str) -> float:
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise CLIError(f"--max-regression: expected a fraction or a percentage like 5%, got {text!r}") from None
+    if not 0 <= v < 10:
+        raise CLIError(f"--max-regression: expected 0%..1000%, got {text!r}")
+    return v
+
+
+@app.command()
+def gate(
+    current: Annotated[Path, typer.Option("--current", "-c", help="The artifact under test.")],
+    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", help="The artifact to compare against.")] = None,
+    max_regression: Annotated[
+        str, typer.Option("--max-regression", help="Largest tolerated slowdown: 5% or 0.05.")
+    ] = "5%",
+    slo: Annotated[list[str] | None, typer.Option("--slo", help="An SLO expression, e.g. 'p95_latency_s<=0.5' (repeatable).")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level of the regression tests.")] = 0.01,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary here (CI job summary).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the checks as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+) -> None:
+    """Judge an artifact: against a baseline (regressions) and/or SLO expressions.
+
+    Exit 0 when every check passes, 1 on a regression, an SLO violation or missing
+    data, 2 when the inputs cannot be compared (other hardware or library versions,
+    other kinds, a bad expression).
+    """
+    from servewise._io import atomic_write_text, write_json
+
+    with _errors():
+        import reports
+
+        res = reports.run_gate(
+            current=current, baseline=baseline, max_regression=_percent(max_regression), slos=slo or [],
+            alpha=alpha, seed=seed,
+        )  # fmt: skip
+        if markdown is not None:
+            atomic_write_text(markdown, res.markdown())
+        if junit is not None:
+            atomic_write_text(junit, res.junit_xml())
+        if json_out is not None:
+            write_json(json_out, res.to_dict())
+        failed = [c for c in res.checks if c.status != "pass"]
+        t = Table(title=f"gate: {'pass' if res.passed else 'FAIL'} ({len(res.checks)} checks, {len(failed)} not passed)")
+        for col in ("check", "status", "detail"):
+            t.add_column(col)
+        shown = failed + [c for c in res.checks if c.status == "pass"][: max(0, 20 - len(failed))]
+        for c in shown:
+            colour = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
+            t.add_row(escape(c.name), f"[{colour}]{c.status}[/]", escape(c.message))
+        out.print(t, width=max(out.width, 140))
+        if len(shown) < len(res.checks):
+            out.print(f"... and {len(res.checks) - len(shown)} more passing checks", markup=False)
+    if res.exit_code:
+        raise typer.Exit(res.exit_code)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@
     ├── ProfileError               a model cannot be profiled (unknown SPEC, unreadable model folder)
     ├── ProfileInterrupted         profiling was stopped; the partial profile is saved as incomplete
     ├── LoadTestError              the load generator failed (a generator process crashed or hung)
+    ├── GateError                  a gate cannot compare its inputs (other hardware, bad SLO expression)
     └── CLIError                   command-line options that conflict or are missing (names the flags)
 
 Library code raises these; only ``servewise.cli`` turns them into messages and exit codes.
@@ -29,6 +30,7 @@ __all__ = [
     "ProfileError",
     "ProfileInterrupted",
     "LoadTestError",
+    "GateError",
 ]
 
 
@@ -77,3 +79,8 @@ class ProfileInterrupted(ServewiseError):
 
 class LoadTestError(ServewiseError):
     """A load test could not run to the end: a generator process crashed, hung or never started."""
+
+
+class GateError(ServewiseError):
+    """``servewise gate`` cannot judge its inputs: profiles from other hardware or library
+    versions (the message names the field), a bad SLO expression, a metric the artifact lacks."""
