@@ -417,7 +417,7 @@ def _measure_variant(
             q = next((q for q in cur["points"] if (q["phase"], q["batch_size"], q["seq_len"]) == (phase, b, s)), None)
             if q is not None:
                 prior[str(i)] = {"samples": q["samples_s"], "medians": round_medians.get((phase, b, s), []),
-                                 "error": q.get("error")}
+                                 "calibration": q.get("calibration_samples_s") or [], "error": q.get("error")}
         job = {
             **base_job, "rounds": my_rounds, "prior": prior, "accuracy": k == 0,
             "fault": asdict(fault) if fault is not None and fault.variant == v.name and k == 0 else None,

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
@@ -133,6 +134,38 @@ class _NoAccuracy(Exception):
     pass
 
 
+CALIBRATION_WARMUP = 2
+"""Untimed calls of the calibration kernel before each block: the point timed before
+left the caches cold for it, and the first calls after a model's run are up to 40% slower."""
+CALIBRATION_CALLS = 10
+"""Timed calls of the calibration kernel before each point in each round (about 50 ms on one core)."""
+
+
+def _calibration(torch: Any) -> Callable[[], list[float]]:
+    """The calibration kernel (``servewise.profile.CALIBRATION_KERNEL``): a function that
+    runs :data:`CALIBRATION_WARMUP` untimed calls, then times :data:`CALIBRATION_CALLS`
+    calls, seconds."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(384, 384, generator=g)
+    b = torch.randn(384, 1536, generator=g)
+
+    def once() -> None:
+        with torch.inference_mode():
+            torch.relu(a @ b)
+
+    def timings() -> list[float]:
+        for _ in range(CALIBRATION_WARMUP):
+            once()
+        out = []
+        for _ in range(CALIBRATION_CALLS):
+            t = time.perf_counter()
+            once()
+            out.append(time.perf_counter() - t)
+        return out
+
+    return timings
+
+
 def _measure(job: dict[str, Any], ev: _Events) -> None:
     import numpy as np
 
@@ -182,6 +215,7 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
         ev.emit("accuracy_error", error=str(err) if isinstance(err, RuntimeError) else _first_line(err))
 
     timing = TimingSettings(**job["timing"])
+    calibrate = _calibration(torch) if not cuda and not variant.backend.startswith("onnxruntime") else None
     fault = job.get("fault") or {}
     # Rounds: every point gets a share of its samples in each pass over the grid, so a
     # slow drift of the machine spreads over all points instead of biasing some.
@@ -189,6 +223,7 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
     samples: list[list[float]] = [list(prior.get(str(i), {}).get("samples", [])) for i in range(len(grid))]
     medians: list[list[float]] = [list(prior.get(str(i), {}).get("medians", [])) for i in range(len(grid))]
     failed: list[str | None] = [prior.get(str(i), {}).get("error") for i in range(len(grid))]
+    calib: list[list[float]] = [list(prior.get(str(i), {}).get("calibration", [])) for i in range(len(grid))]
     one_round = timing.round()
     my_rounds = list(job.get("rounds") or range(max(timing.rounds, 1)))
     for r in my_rounds:
@@ -205,6 +240,8 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
                     raise RuntimeError("injected fault (test)")
                 make = {"forward": runner.forward, "prefill": runner.prefill, "decode": runner.decode}[phase]
                 run, reset = make(int(b), int(s))  # rebuilt every round: only one point's inputs live at a time
+                if calibrate is not None:
+                    calib[i] += calibrate()
                 m = measure(run, settings, reset=reset, prior=samples[i])
                 del run, reset
                 samples[i] += m.samples_s
@@ -213,6 +250,8 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
                 point.update(
                     status="measured",
                     samples_s=samples[i],
+                    round_medians_s=medians[i],
+                    calibration_samples_s=calib[i],
                     latency_s=latency_stats(samples[i], ci),
                     stable=stable,
                     instability=why,

@@ -9,7 +9,7 @@ reader or a test can check the page's numbers against the artifact's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,6 @@ __all__ = [
     "Facts",
     "Notes",
     "Badge",
-    "Pre",
     "Heading",
     "Block",
     "Section",
@@ -32,9 +31,6 @@ __all__ = [
     "ok_cell",
     "badge",
 ]
-
-STATUSES = ("pass", "fail", "invalid", "warn", "unknown", "muted")
-"""CSS classes a cell, badge or row may carry."""
 
 
 @dataclass(frozen=True)
@@ -106,20 +102,12 @@ class Badge:
 
 
 @dataclass(frozen=True)
-class Pre:
-    caption: str
-    text: str
-    collapsed: bool = True
-    block: str = "pre"
-
-
-@dataclass(frozen=True)
 class Heading:
     text: str
     block: str = "heading"
 
 
-Block = Table | Plot | Facts | Notes | Badge | Pre | Heading
+Block = Table | Plot | Facts | Notes | Badge | Heading
 
 
 @dataclass
@@ -169,7 +157,3 @@ def badge(status: str, detail: str | None = None) -> Badge:
     if status not in ("pass", "fail", "invalid", "warn"):
         status = "unknown"
     return Badge(status=status, label=status.upper(), detail=detail)
-
-
-def rows(values: Sequence[Sequence[Cell]]) -> list[Row]:
-    return [Row(list(v)) for v in values]

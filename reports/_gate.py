@@ -8,7 +8,17 @@ What is compared (baseline and current must be of the same kind):
   a bootstrap confidence interval of the ratio of medians (current / baseline). A point
   **regresses only when it is significant (Holm p < alpha) and the interval's lower
   bound is above 1 + max_regression**: the gate must be sure the slowdown exceeds the
-  threshold, not only that there is one (see :data:`RULE`). Profiles from other hardware
+  threshold, not only that there is one (see :data:`RULE`). Where both profiles timed
+  the calibration kernel (``Point.calibration_samples_s``, pooled over the variant's
+  points), the machine's speed ratio between the runs is divided out first: the test runs on the
+  current samples over that ratio, and the interval is of the speed-adjusted ratio with
+  the calibration's own noise bootstrapped in. A shared machine drifts by several
+  percent between runs of the same build (other tenants, frequency); the kernel moves
+  with it, so the adjusted ratio keeps what the build changed. Where both profiles
+  recorded each round's median (``Point.round_medians_s``; rounds run in fresh
+  processes), the interval is widened to at least the t-interval of the log ratio of
+  round medians: a point whose median moved between rounds cannot be sure of a change
+  of that size between runs either. Profiles from other hardware
   or library versions (:data:`HARDWARE_FIELDS`) are refused naming the field, as are
   estimated (transferred) profiles: an estimate is not a measurement.
 - **benchmark vs benchmark** (``kind: benchmark``): the same test per case; ``better:
@@ -44,7 +54,8 @@ from typing import Any, Literal
 import numpy as np
 
 from reports._artifacts import Artifact, load_artifact
-from reports._gate_stats import MIN_SAMPLES, holm, one_sided_p, ratio_ci, rng_for
+from reports._format import seconds
+from reports._gate_stats import MIN_CALIBRATION, MIN_SAMPLES, holm, one_sided_p, ratio_ci, rng_for, rounds_halfwidth
 from reports._slo import SloExpr, metric_value, parse_slo
 from servewise.errors import ArtifactError, GateError
 from servewise.profile import Hardware, Profile, load_profile
@@ -116,6 +127,11 @@ class Check:
     ci_high: float | None = None
     p_value: float | None = None
     p_holm: float | None = None
+    raw_ratio: float | None = None
+    """Current / baseline medians before the speed adjustment (None when not adjusted)."""
+    speed_ratio: float | None = None
+    """The machine's speed between the runs: current / baseline calibration-kernel medians
+    (above 1: the machine was slower for the current run). ``ratio`` is ``raw_ratio`` over it."""
     threshold: float | None = None
     n_baseline: int | None = None
     n_current: int | None = None
@@ -188,14 +204,16 @@ def run_gate(
     alpha: float = 0.01,
     confidence: float = 0.95,
     seed: int = 0,
+    calibrate: bool = True,
 ) -> GateResult:
     """Judge ``current`` against ``baseline`` and/or SLO expressions (see the module docstring).
 
     ``max_regression`` is a fraction (0.05: 5% slower, or for an absolute metric such as
     ``rejection_ratio`` 0.05 more). ``alpha`` is the family-wise significance level of the
     gate's tests (Holm), ``confidence`` the level of each ratio interval, ``seed`` seeds
-    the bootstrap. Raises :class:`GateError` / :class:`ArtifactError` for inputs that
-    cannot be judged.
+    the bootstrap. ``calibrate`` (default) compares profile points speed-adjusted where
+    both runs timed the calibration kernel. Raises :class:`GateError` /
+    :class:`ArtifactError` for inputs that cannot be judged.
     """
     if not (isinstance(max_regression, (int, float)) and math.isfinite(max_regression) and max_regression >= 0):
         raise GateError(f"max_regression must be a number >= 0 (0.05 for 5%), got {max_regression!r}")
@@ -211,7 +229,7 @@ def run_gate(
             "only a validation is judged alone (by its verdict)"
         )
     base = load_artifact(baseline) if baseline is not None else None
-    ctx = _Settings(float(max_regression), float(alpha), float(confidence), int(seed))
+    ctx = _Settings(float(max_regression), float(alpha), float(confidence), int(seed), bool(calibrate))
     checks: list[Check] = []
     if base is not None:
         if base.kind != cur.kind:
@@ -232,6 +250,7 @@ def run_gate(
             "alpha": ctx.alpha,
             "confidence": ctx.confidence,
             "seed": ctx.seed,
+            "calibrate": ctx.calibrate,
             "rule": RULE,
             "slos": [e.text for e in exprs],
         },
@@ -244,11 +263,16 @@ class _Settings:
     alpha: float
     confidence: float
     seed: int
+    calibrate: bool = True
 
 
 @dataclass(frozen=True)
 class _Pending:
-    """Two samples to test, or the reason they cannot be."""
+    """Two samples to test, or the reason they cannot be.
+
+    ``calibration`` holds (baseline, current) timings of the calibration kernel from the
+    same runs; when both have enough, the comparison is speed-adjusted.
+    """
 
     name: str
     metric: str
@@ -256,17 +280,39 @@ class _Pending:
     baseline: np.ndarray
     current: np.ndarray
     note: str = ""
+    calibration: tuple[np.ndarray, np.ndarray] | None = None
+    rounds: tuple[np.ndarray, np.ndarray] | None = None
+    """(baseline, current) medians of each round, for the between-run part of the interval."""
 
 
 # ----------------------------------------------------------------------------- tested comparisons
 
 
+def _speed(t: _Pending, s: _Settings) -> tuple[float, str]:
+    """The machine's speed ratio between the runs (current / baseline calibration medians;
+    1.0 when not used) and a note saying which it was."""
+    if t.calibration is None:
+        return 1.0, ""
+    cb, cc = t.calibration
+    if not s.calibrate:
+        return 1.0, "; calibration ignored (--no-calibration)"
+    if min(len(cb), len(cc)) < MIN_CALIBRATION or not (np.median(cb) > 0 and np.median(cc) > 0):
+        return 1.0, "; raw timings (no calibration recorded on both sides)"
+    return float(np.median(cc) / np.median(cb)), ""
+
+
 def _tested(pending: list[_Pending], s: _Settings) -> list[Check]:
-    """Mann–Whitney U + Holm + bootstrap interval for every pair of samples."""
+    """Mann–Whitney U + Holm + bootstrap interval for every pair of samples.
+
+    Where both runs timed the calibration kernel, the current samples are divided by the
+    machine's speed ratio before the test, and the interval is of the speed-adjusted
+    ratio (its four medians bootstrapped).
+    """
     rows: list[dict[str, Any]] = []
     for t in pending:
         nb, nc = len(t.baseline), len(t.current)
-        row: dict[str, Any] = {"t": t, "nb": nb, "nc": nc}
+        speed, why = _speed(t, s)
+        row: dict[str, Any] = {"t": t, "nb": nb, "nc": nc, "speed": speed, "why": why}
         mb = float(np.median(t.baseline)) if nb else math.nan
         mc = float(np.median(t.current)) if nc else math.nan
         row.update(mb=mb, mc=mc)
@@ -275,7 +321,7 @@ def _tested(pending: list[_Pending], s: _Settings) -> list[Check]:
         elif not (mb > 0 and mc > 0):
             row["missing"] = f"a median is not positive (baseline {mb:.6g}, current {mc:.6g}): no ratio"
         else:
-            row["p"] = one_sided_p(t.current, t.baseline, t.better)
+            row["p"] = one_sided_p(t.current / speed, t.baseline, t.better)
         rows.append(row)
     tested = [r for r in rows if "p" in r]
     for r, adj in zip(tested, holm([r["p"] for r in tested]), strict=True):
@@ -283,23 +329,25 @@ def _tested(pending: list[_Pending], s: _Settings) -> list[Check]:
     out: list[Check] = []
     for r in rows:
         t = r["t"]
+        adjusted = r["speed"] != 1.0
         common: dict[str, Any] = dict(
             name=t.name, kind="regression", metric=t.metric, unit="s" if t.metric.endswith("_s") else None,
             better=t.better, threshold=s.max_regression, n_baseline=r["nb"], n_current=r["nc"],
-            baseline=_finite(r["mb"]), current=_finite(r["mc"]),
+            baseline=_finite(r["mb"]), current=_finite(r["mc"]), speed_ratio=r["speed"] if adjusted else None,
         )  # fmt: skip
         if "missing" in r:
             out.append(Check(status="missing", message=r["missing"] + t.note, **common))
             continue
-        ratio = r["mc"] / r["mb"]
-        lo, hi = ratio_ci(t.current, t.baseline, rng_for(s.seed, t.name), s.confidence)
+        raw = r["mc"] / r["mb"]
+        ratio = raw / r["speed"]
+        rng = rng_for(s.seed, t.name)
+        cal = (t.calibration[1], t.calibration[0]) if adjusted and t.calibration is not None else None
+        lo, hi = ratio_ci(t.current, t.baseline, rng, s.confidence, cal)
+        between = rounds_halfwidth(t.rounds[0], t.rounds[1], s.confidence) if t.rounds is not None else None
+        if between is not None:  # the wider of the two: sampling noise, or movement between runs
+            lo, hi = min(lo, ratio * math.exp(-between)), max(hi, ratio * math.exp(between))
         significant = r["p_holm"] < s.alpha
-        if t.better == "lower":
-            beyond = lo > 1.0 + s.max_regression
-            change = f"{ratio - 1:+.1%}"
-        else:
-            beyond = hi < 1.0 - s.max_regression
-            change = f"{ratio - 1:+.1%}"
+        beyond = lo > 1.0 + s.max_regression if t.better == "lower" else hi < 1.0 - s.max_regression
         failed = significant and beyond
         worse = "slower" if t.metric.endswith("_s") else "worse"
         if failed:
@@ -311,14 +359,17 @@ def _tested(pending: list[_Pending], s: _Settings) -> list[Check]:
         else:
             verdict = "no significant regression"
         unit = common["unit"]
+        change = f"{raw - 1:+.1%}"
+        if adjusted:
+            change += f"; machine {r['speed'] - 1:+.1%} by the calibration kernel, adjusted {ratio - 1:+.1%}"
         msg = (
-            f"median {_fmt(r['mb'], unit)} -> {_fmt(r['mc'], unit)} ({change}, {s.confidence:.0%} CI "
-            f"x{lo:.3f}-x{hi:.3f}), p={_fmt_p(r['p'])} (Holm {_fmt_p(r['p_holm'])}): {verdict}{t.note}"
+            f"median {_fmt(r['mb'], unit)} -> {_fmt(r['mc'], unit)} ({change}; {s.confidence:.0%} CI "
+            f"x{lo:.3f}-x{hi:.3f}), p={_fmt_p(r['p'])} (Holm {_fmt_p(r['p_holm'])}): {verdict}{t.note}{r['why']}"
         )
         out.append(
             Check(
                 status="fail" if failed else "pass", message=msg, ratio=ratio, ci_low=lo, ci_high=hi,
-                p_value=r["p"], p_holm=r["p_holm"], **common,
+                p_value=r["p"], p_holm=r["p_holm"], raw_ratio=raw if adjusted else None, **common,
             )  # fmt: skip
         )
     return out
@@ -368,6 +419,15 @@ def check_same_hardware(baseline: Hardware, current: Hardware) -> None:
             )
 
 
+def _pooled_calibration(points: list[Any]) -> np.ndarray:
+    """Every calibration timing of a variant's measured points: the run's machine speed.
+
+    Pooled over the variant's points (each point's own 15 or so are too few to judge a
+    few percent); the drift it corrects is of the whole run (see the module docstring).
+    """
+    return np.asarray([x for p in points for x in p.calibration_samples_s], float)
+
+
 def _compare_profiles(base: Artifact, cur: Artifact, s: _Settings) -> list[Check]:
     b, c = _profile(base, "baseline"), _profile(cur, "current")
     check_same_hardware(b.hardware, c.hardware)
@@ -379,6 +439,11 @@ def _compare_profiles(base: Artifact, cur: Artifact, s: _Settings) -> list[Check
         measured = [p for p in bv.points if p.status == "measured"]
         if not measured:
             continue
+        other = current.get((bv.model, bv.name))
+        cal = (
+            _pooled_calibration(measured),
+            _pooled_calibration([p for p in other.points if p.status == "measured"] if other is not None else []),
+        )
         label = f"{bv.model} {bv.name}" if several else bv.name
         cv = current.get((bv.model, bv.name))
         cpoints = {(p.phase, p.batch_size, p.seq_len): p for p in cv.points} if cv is not None else {}
@@ -416,9 +481,11 @@ def _compare_profiles(base: Artifact, cur: Artifact, s: _Settings) -> list[Check
                 continue
             unstable = [side for side, p in (("baseline", bp), ("current", cp)) if not p.stable]
             note = f"; flagged unstable in {' and '.join(unstable)}" if unstable else ""
+            rounds = (np.asarray(bp.round_medians_s, float), np.asarray(cp.round_medians_s, float))
             pending.append(
-                _Pending(name, "latency_s", "lower", np.asarray(bp.samples_s, float), np.asarray(cp.samples_s, float), note)
-            )
+                _Pending(name, "latency_s", "lower", np.asarray(bp.samples_s, float), np.asarray(cp.samples_s, float),
+                         note, calibration=cal, rounds=rounds)
+            )  # fmt: skip
     if not pending and not checks:
         checks.append(
             Check(
@@ -709,12 +776,7 @@ def _fmt(v: float | None, unit: str | None) -> str:
     if v is None or not math.isfinite(v):
         return "n/a"
     if unit == "s":
-        a = abs(v)
-        if a >= 1 or a == 0:
-            return f"{v:.4g} s"
-        if a >= 1e-3:
-            return f"{v * 1e3:.4g} ms"
-        return f"{v * 1e6:.4g} µs"
+        return seconds(v)
     if unit == "ratio":
         return f"{v:.4g} ({v:.2%})"
     return f"{v:.6g}" + (f" {unit}" if unit else "")

@@ -16,6 +16,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from reports._format import seconds
+
 if TYPE_CHECKING:
     from reports._gate import Check, GateResult
 
@@ -39,12 +41,7 @@ def _num(v: float | None, unit: str | None) -> str:
     if v is None or not math.isfinite(v):
         return ""
     if unit == "s":
-        a = abs(v)
-        if a >= 1 or a == 0:
-            return f"{v:.4g} s"
-        if a >= 1e-3:
-            return f"{v * 1e3:.4g} ms"
-        return f"{v * 1e6:.4g} µs"
+        return seconds(v)
     if unit == "ratio":
         return f"{v:.2%}"
     return f"{v:.4g}"
@@ -100,6 +97,12 @@ def render_markdown(r: GateResult) -> str:
             f"Regression: worse by more than {s['max_regression']:.0%} with {s['confidence']:.0%} confidence "
             f"and significant at α = {s['alpha']:g} (Mann–Whitney U, Holm-adjusted); ratio = current / baseline."
         )
+        speeds = [c.speed_ratio for c in r.checks if c.speed_ratio is not None]
+        if speeds:
+            lines.append(
+                f"Profile ratios are speed-adjusted: the calibration kernel ran {min(speeds) - 1:+.1%} to "
+                f"{max(speeds) - 1:+.1%} slower in the current run than in the baseline, and that is divided out."
+            )
     lines += [
         "",
         "| status | check | baseline | current | ratio [CI] | p (Holm) | limit | n | detail |",

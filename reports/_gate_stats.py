@@ -18,13 +18,16 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["BOOTSTRAP_DRAWS", "MIN_SAMPLES", "rng_for", "median_draws", "ratio_ci", "one_sided_p", "holm"]
+__all__ = ["BOOTSTRAP_DRAWS", "MIN_SAMPLES", "MIN_CALIBRATION", "rounds_halfwidth", "rng_for", "median_draws", "ratio_ci", "one_sided_p", "holm"]
 
 BOOTSTRAP_DRAWS = 10_000
 """Draws of the bootstrap distribution of the median ratio."""
 
 MIN_SAMPLES = 5
 """Fewer samples than this on either side: the point cannot be tested (status ``missing``)."""
+
+MIN_CALIBRATION = 3
+"""Fewer calibration timings than this on either side: the point is compared on raw timings."""
 
 
 def rng_for(seed: int, name: str) -> np.random.Generator:
@@ -48,13 +51,45 @@ def median_draws(sample: np.ndarray, rng: np.random.Generator, draws: int = BOOT
 
 
 def ratio_ci(
-    current: np.ndarray, baseline: np.ndarray, rng: np.random.Generator, confidence: float
+    current: np.ndarray,
+    baseline: np.ndarray,
+    rng: np.random.Generator,
+    confidence: float,
+    calibration: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``median(current) / median(baseline)``."""
+    """Percentile bootstrap interval of ``median(current) / median(baseline)``.
+
+    With ``calibration = (current_cal, baseline_cal)`` the ratio is speed-adjusted,
+    ``median(current) / median(baseline) × median(baseline_cal) / median(current_cal)``,
+    and all four medians are drawn from their bootstrap distributions, so the
+    calibration's own noise widens the interval.
+    """
     r = median_draws(current, rng) / median_draws(baseline, rng)
+    if calibration is not None:
+        cal_c, cal_b = calibration
+        r = r * median_draws(cal_b, rng) / median_draws(cal_c, rng)
     tail = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(r, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def rounds_halfwidth(baseline_rounds: np.ndarray, current_rounds: np.ndarray, confidence: float) -> float | None:
+    """Half-width, in log space, of the t-interval of the log ratio of two runs' round medians.
+
+    Each round of a profile runs in a fresh process at another time, so its median is a
+    replicate of the run: the pooled variance of the log round medians (both sides)
+    says how far a point's median moves between runs, which the samples of one run
+    cannot. ``t(confidence, R_b + R_c - 2) * s * sqrt(1/R_b + 1/R_c)``; None with fewer
+    than 2 rounds on a side.
+    """
+    b = np.log(np.asarray(baseline_rounds, dtype=float))
+    c = np.log(np.asarray(current_rounds, dtype=float))
+    if len(b) < 2 or len(c) < 2 or not (np.all(np.isfinite(b)) and np.all(np.isfinite(c))):
+        return None
+    df = len(b) + len(c) - 2
+    s2 = (float(np.sum((b - b.mean()) ** 2)) + float(np.sum((c - c.mean()) ** 2))) / df
+    t = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
+    return t * float(np.sqrt(s2 * (1.0 / len(b) + 1.0 / len(c))))
 
 
 def one_sided_p(current: np.ndarray, baseline: np.ndarray, better: str) -> float:

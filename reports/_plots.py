@@ -83,10 +83,19 @@ def time_unit(values: Sequence[float] | np.ndarray) -> tuple[str, float]:
     return "s", 1.0
 
 
-def ecdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The empirical CDF: sorted values and the fraction of samples at or below each."""
+def ecdf(values: np.ndarray, max_points: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical CDF: sorted values and the fraction of samples at or below each.
+
+    Above ``max_points`` samples it keeps ``max_points`` evenly spaced order statistics
+    (the first and last included): the drawn curve is the same to a pixel, the PNG is
+    made in milliseconds for a million requests.
+    """
     x = np.sort(np.asarray(values, dtype=float))
-    return x, np.arange(1, len(x) + 1) / len(x)
+    y = np.arange(1, len(x) + 1) / len(x)
+    if len(x) > max_points:
+        keep = np.unique(np.linspace(0, len(x) - 1, max_points).round().astype(int))
+        x, y = x[keep], y[keep]
+    return x, y
 
 
 def cdf_plot(

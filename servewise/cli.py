@@ -1130,6 +1130,9 @@ def gate(
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary here (CI job summary).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the checks as JSON here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    no_calibration: Annotated[
+        bool, typer.Option("--no-calibration", help="Compare profiles on raw timings, not speed-adjusted.")
+    ] = False,
 ) -> None:
     """Judge an artifact: against a baseline (regressions) and/or SLO expressions.
 
@@ -1144,7 +1147,7 @@ def gate(
 
         res = reports.run_gate(
             current=current, baseline=baseline, max_regression=_percent(max_regression), slos=slo or [],
-            alpha=alpha, seed=seed,
+            alpha=alpha, seed=seed, calibrate=not no_calibration,
         )  # fmt: skip
         if markdown is not None:
             atomic_write_text(markdown, res.markdown())

@@ -42,9 +42,18 @@ __all__ = [
     "step_features",
     "BATCH_FEATURES",
     "STEP_FEATURES",
+    "CALIBRATION_KERNEL",
 ]
 
 PROFILE_SCHEMA_VERSION = 1
+
+#: What a point's ``calibration_samples_s`` times: one call is this fp32 matrix product
+#: and ReLU (FFN-sized, ~0.45 GFLOP) on the variant's intra-op threads, in torch (CPU
+#: variants run in torch only; ONNX Runtime and CUDA variants record none). Its speed
+#: moves with the machine's (other tenants, frequency, memory bandwidth): over 8 fresh
+#: processes its run-to-run spread was 2.6% against MiniLM's 3.1%, and MiniLM's latency
+#: over it spread 0.75% (README, "The gate").
+CALIBRATION_KERNEL = "relu(A @ B), A: 384x384, B: 384x1536, float32, seeded"
 
 #: Features of a classic (one forward pass) latency model, in order.
 BATCH_FEATURES = ("batch_size", "batch_tokens", "batch_tokens_sq")
@@ -104,9 +113,24 @@ class Point(_Art):
     status: Literal["measured", "failed"]
     latency_s: LatencyStats | None = None
     samples_s: list[float] = Field(default_factory=list, description="Raw timings after warm-up, seconds.")
+    round_medians_s: list[float] = Field(
+        default_factory=list,
+        description="Median of each round's samples, in round order (rounds run in fresh processes): "
+        "how far the point moves between runs.",
+    )
+    calibration_samples_s: list[float] = Field(
+        default_factory=list,
+        description="Timings of the fixed calibration kernel (CALIBRATION_KERNEL) run in the same processes "
+        "just before each round of this point: the machine's speed at the time, so a gate can cancel drift.",
+    )
     stable: bool = True
     instability: str | None = Field(default=None, description="Why the point is unstable and what to do.")
     error: str | None = None
+
+    @property
+    def calibration_s(self) -> float | None:
+        """Median of the calibration kernel's timings, or None when it was not run."""
+        return float(np.median(self.calibration_samples_s)) if self.calibration_samples_s else None
 
     @model_validator(mode="after")
     def _check(self) -> Point:

@@ -55,13 +55,23 @@ def stats_of(samples: np.ndarray) -> LatencyStats:
     )  # fmt: skip
 
 
-def _points(rng: np.random.Generator, speed: float, factor: float, n: int, cv: float, grid: Any) -> list[Point]:
+CALIBRATION_S = 0.0045
+"""The calibration kernel's median time on the hand-built machine (× ``machine``)."""
+
+
+def _points(
+    rng: np.random.Generator, speed: float, factor: float, n: int, cv: float, grid: Any, machine: float | None
+) -> list[Point]:
+    """``factor`` slows the model only; ``machine`` slows the model and the calibration
+    kernel alike (None: no calibration recorded)."""
     out = []
     for b, s in grid:
-        samples = true_median_s(b, s) * speed * factor * rng.lognormal(0.0, cv, n)
+        m = 1.0 if machine is None else machine
+        samples = true_median_s(b, s) * speed * factor * m * rng.lognormal(0.0, cv, n)
+        cal = [] if machine is None else list(CALIBRATION_S * machine * rng.lognormal(0.0, 0.01, 15))
         out.append(
             Point(phase="forward", batch_size=b, seq_len=s, status="measured", latency_s=stats_of(samples),
-                  samples_s=[float(x) for x in samples])  # fmt: skip
+                  samples_s=[float(x) for x in samples], calibration_samples_s=[float(x) for x in cal])  # fmt: skip
         )
     return out
 
@@ -76,6 +86,7 @@ def make_variant(
     cv: float = 0.05,
     seed: int = 0,
     grid: Any = GRID,
+    machine: float | None = None,
     **fields: Any,
 ) -> Variant:
     """A measured encoder variant with ``n`` samples per point (lognormal, seeded)."""
@@ -88,7 +99,7 @@ def make_variant(
         model=model, model_kind="encoder", name=name, dtype="float32" if name == "fp32" else "bfloat16",
         backend="torch-eager", device="cpu", status="measured", load_time_s=2.5 * speed,
         load_time_samples_s=[2.4 * speed, 2.6 * speed], peak_mem_bytes=int(600e6 * speed), base_mem_bytes=int(50e6),
-        weights_bytes=int(90e6 * speed), points=_points(rng, speed, factor, n, cv, grid), latency_model=lm,
+        weights_bytes=int(90e6 * speed), points=_points(rng, speed, factor, n, cv, grid, machine), latency_model=lm,
         accuracy=None if name == "fp32" else Accuracy(reference="fp32", metric="embedding", n_inputs=16,
                                                        cosine_mean=0.9999, cosine_min=0.9998),
     )  # fmt: skip
@@ -105,12 +116,15 @@ def make_profile(path: Path, variants: list[Variant], **hardware: Any) -> Path:
     return path
 
 
-def two_variant_profile(path: Path, *, factor: float = 1.0, seed: int = 0, model: str = "builtin:test", **hardware: Any) -> Path:
-    """fp32 and a 40%-faster bf16, every point's samples × ``factor``."""
+def two_variant_profile(
+    path: Path, *, factor: float = 1.0, seed: int = 0, model: str = "builtin:test", machine: float | None = None,
+    **hardware: Any,
+) -> Path:
+    """fp32 and a 40%-faster bf16, every point's samples × ``factor`` (see ``_points``)."""
     return make_profile(
         path,
-        [make_variant("fp32", model=model, factor=factor, seed=seed),
-         make_variant("bf16", model=model, speed=0.6, factor=factor, seed=seed)],  # fmt: skip
+        [make_variant("fp32", model=model, factor=factor, seed=seed, machine=machine),
+         make_variant("bf16", model=model, speed=0.6, factor=factor, seed=seed, machine=machine)],  # fmt: skip
         **hardware,
     )
 

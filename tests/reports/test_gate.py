@@ -354,3 +354,70 @@ def test_true_medians_are_what_the_checks_report(tmp_path: Path) -> None:
     res = run_gate(baseline=base, current=base)
     for c, (b, s) in zip(res.checks, GRID, strict=True):
         assert c.baseline == pytest.approx(true_median_s(b, s), rel=0.01) and c.ratio == 1.0
+
+
+# ----------------------------------------------------------------------------- speed adjustment
+
+
+def test_a_slower_machine_is_divided_out_and_a_slower_build_is_not(tmp_path: Path) -> None:
+    base = two_variant_profile(tmp_path / "a.json", seed=1, machine=1.0)
+    # the same build on a machine 12% slower for this run: model and kernel alike
+    drift = two_variant_profile(tmp_path / "b.json", seed=2, machine=1.12)
+    adjusted = run_gate(baseline=base, current=drift, max_regression=0.05)
+    assert adjusted.exit_code == 0
+    for c in adjusted.checks:
+        assert c.speed_ratio == pytest.approx(1.12, rel=0.01) and c.raw_ratio is not None and c.raw_ratio > 1.08
+        assert c.ratio == pytest.approx(c.raw_ratio / c.speed_ratio) and 0.95 < c.ratio < 1.05
+        assert "by the calibration kernel" in c.message
+    raw = run_gate(baseline=base, current=drift, max_regression=0.05, calibrate=False)
+    assert raw.exit_code == 1 and all(c.speed_ratio is None for c in raw.checks)
+    # a build 12% slower on a machine as fast as before: caught
+    slow = two_variant_profile(tmp_path / "c.json", seed=2, machine=1.0, factor=1.12)
+    caught = run_gate(baseline=base, current=slow, max_regression=0.05)
+    assert caught.exit_code == 1 and all(c.ci_low is not None and c.ci_low > 1.05 for c in caught.checks)
+    # no calibration on one side: raw timings, said so
+    plain = two_variant_profile(tmp_path / "d.json", seed=2)
+    res = run_gate(baseline=base, current=plain)
+    assert all("raw timings" in c.message and c.speed_ratio is None for c in res.checks)
+
+
+def test_the_calibration_noise_widens_the_interval() -> None:
+    rng = np.random.default_rng(0)
+    b, c = rng.lognormal(0, 0.02, 60), rng.lognormal(0, 0.02, 60)
+    lo0, hi0 = ratio_ci(c, b, np.random.default_rng(1), 0.95)
+    noisy = (rng.lognormal(0, 0.05, 6), rng.lognormal(0, 0.05, 6))
+    lo1, hi1 = ratio_ci(c, b, np.random.default_rng(1), 0.95, calibration=noisy)
+    assert hi1 - lo1 > 1.5 * (hi0 - lo0)
+
+
+def test_between_round_interval_is_welchs_pooled_t_interval() -> None:
+    from scipy import stats
+
+    from reports._gate_stats import rounds_halfwidth
+
+    b = np.array([7.1e-3, 7.3e-3, 7.2e-3])
+    c = np.array([7.6e-3, 7.9e-3, 7.4e-3, 7.7e-3])
+    got = rounds_halfwidth(b, c, 0.95)
+    ci = stats.ttest_ind(np.log(c), np.log(b), equal_var=True).confidence_interval(0.95)
+    assert got == pytest.approx((ci.high - ci.low) / 2)
+    assert rounds_halfwidth(b[:1], c, 0.95) is None
+
+
+def test_a_point_that_moved_between_rounds_cannot_fail_alone(tmp_path: Path) -> None:
+    # current 9% slower at one point, but its baseline rounds disagreed by 12%: not surely beyond 5%
+    def rounds(doc: dict[str, Any], medians: list[list[float]]) -> None:
+        for p, m in zip(doc["variants"][0]["points"], medians, strict=True):
+            p["round_medians_s"] = m
+
+    base = make_profile(tmp_path / "a.json", [make_variant("fp32", seed=1, n=60, cv=0.02, machine=1.0)])
+    cur = make_profile(tmp_path / "b.json", [make_variant("fp32", seed=2, n=60, cv=0.02, machine=1.0, factor=1.09)])
+    meds = [true_median_s(b, s) for b, s in GRID]
+    steady = [[m * 0.995, m, m * 1.005] for m in meds]
+    moved = [[m * 0.94, m * 1.06, m] for m in meds]
+    b1 = edit_json(base, tmp_path / "b1.json", lambda d: rounds(d, steady))
+    c1 = edit_json(cur, tmp_path / "c1.json", lambda d: rounds(d, [[x * 1.09 for x in r] for r in steady]))
+    assert run_gate(baseline=b1, current=c1).exit_code == 1  # steady rounds: a sure 9% is caught
+    b2 = edit_json(base, tmp_path / "b2.json", lambda d: rounds(d, moved))
+    res = run_gate(baseline=b2, current=c1)
+    assert res.exit_code == 0
+    assert all(c.ci_low is not None and c.ci_low < 1.05 for c in res.checks)

@@ -243,3 +243,13 @@ def test_time_averaged_queue_matches_brute_force() -> None:
     count = np.searchsorted(np.sort(enter), fine, side="right") - np.searchsorted(np.sort(leave), fine, side="right")
     want = [count[(fine >= lo) & (fine < hi)].mean() for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     np.testing.assert_allclose(got, want, atol=0.01)
+
+
+def test_a_thinned_cdf_keeps_exact_points_of_the_full_one() -> None:
+    from reports._plots import ecdf
+
+    v = np.random.default_rng(1).lognormal(0, 1, 100_000)
+    x, y = ecdf(v, max_points=1000)
+    assert 990 <= len(x) <= 1000 and x[0] == v.min() and x[-1] == v.max() and y[-1] == 1.0
+    # every kept point is a point of the exact ECDF: P(V <= x) = y
+    np.testing.assert_allclose([(v <= xi).mean() for xi in x[::50]], y[::50])
