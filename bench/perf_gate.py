@@ -131,7 +131,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline-rev", default="HEAD~1", help="Git revision to compare against (default: the parent).")
     ap.add_argument("--out", type=Path, default=ROOT / ".ci" / "perf")
-    ap.add_argument("--rounds", type=int, default=7, help="Timed runs per tree and case (interleaved).")
+    ap.add_argument("--rounds", type=int, default=11, help="Timed runs per tree and case (interleaved).")
     ap.add_argument("--max-regression", default="10%")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
