@@ -287,7 +287,8 @@ def check_invariants(dep: Deployment, trace: Trace, res: SimResult) -> None:
             slots = [ready] * conc_of[pool]
             for row in g.itertuples():
                 expected = max(row.dispatch_s, slots[0])
-                assert row.start_s == expected, (pool, _rid, row, slots, g.to_string())
+                # the ready time is rebuilt as dispatch + cold-start wait: equal up to rounding
+                assert abs(row.start_s - expected) <= EPS, (pool, _rid, row, slots, g.to_string())
                 heapq.heapreplace(slots, row.end_s)
 
     assert not rq["warmup"].any()
