@@ -28,12 +28,14 @@ import sys
 import time
 from pathlib import Path
 
+from shared_traces import find as find_traces  # bench/ is on sys.path when run as a script
+
 from servewise.hardware import load_catalog
 from servewise.profile import STEP_FEATURES, Accuracy, Hardware, LatencyModel, Profile, Variant, save_profile
 from servewise.space import parse_space
 from servewise.trace import load_trace
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = find_traces() or Path(__file__).resolve().parents[2] / "shared" / "traces"
 AZURE_CODE = TRACES / "azure_llm_2023_code_first30min.csv"
 
 PARAMS = 3.2e9
@@ -128,7 +130,7 @@ def space(strategy: str, quick: bool) -> dict:
 
 
 def run(strategy: str, trace, profiles: list[Path], jobs: int, quick: bool) -> dict:
-    from advisor import advise
+    from servewise.advisor import advise
 
     t0 = time.perf_counter()
     plan = advise(parse_space(space(strategy, quick), f"bench {strategy}"), trace, profiles, jobs=jobs)

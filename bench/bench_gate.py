@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reports import run_gate  # noqa: E402
+from servewise.reports import run_gate  # noqa: E402
 
 PROFILE_ARGS = [
     "-m", "builtin:minilm", "--variants", "fp32", "--batch-sizes", "1,4", "--seq-lens", "16,64",

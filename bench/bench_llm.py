@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_traces import find as find_traces  # bench/ is on sys.path when run as a script
 
 from servewise.config import parse_deployment
 from servewise.profile import STEP_FEATURES, LatencyModel, Variant
+from servewise.simulator import simulate
 from servewise.trace import load_trace
-from simulator import simulate
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = find_traces() or Path(__file__).resolve().parents[2] / "shared" / "traces"
 AZURE_CONV = TRACES / "azure_llm_2023_conv.csv"
 MOONCAKE_CONV = TRACES / "mooncake_fast25_conversation_first30min.jsonl"
 

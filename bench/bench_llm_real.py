@@ -348,10 +348,10 @@ def _serve(job_path: str, result_path: str) -> int:
 
     import torch
 
-    from profiler._models import TorchRunner, convert, load_model, materialize
-    from profiler._spec import parse_spec
-    from profiler._timing import TimingSettings, measure
-    from profiler._variants import VARIANTS
+    from servewise.profiler._models import TorchRunner, convert, load_model, materialize
+    from servewise.profiler._spec import parse_spec
+    from servewise.profiler._timing import TimingSettings, measure
+    from servewise.profiler._variants import VARIANTS
 
     job = json.loads(Path(job_path).read_text())
     priority = _raise_priority(str(job.get("priority", "rt")), int(job["threads"]))
@@ -510,8 +510,8 @@ def predict(doc: dict[str, Any], path: Path, trace: Any, s: Settings) -> dict[st
     import yaml
 
     from servewise.config import load_deployment
+    from servewise.simulator import simulate
     from servewise.stats import summarize
-    from simulator import simulate
 
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     dep = load_deployment(path)
@@ -673,7 +673,7 @@ def run_check(
     report["passed"] = bool(compared) and all(r.passed for r in compared)
     report["wall_s"] = time.perf_counter() - t_all
     report["command"] = command or shlex.join([sys.executable, *sys.argv])
-    from servewise._io import atomic_write_text
+    from servewise.io import atomic_write_text
 
     atomic_write_text(out / "llm_real.json", json.dumps(report, indent=1, default=float) + "\n")
     return report
@@ -721,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(args_in)
     threads = a.threads
     if threads <= 0:
-        from profiler._hardware import usable_cpus
+        from servewise.profiler._hardware import usable_cpus
 
         threads = usable_cpus()
     modes = tuple(m.strip() for m in a.modes.split(",") if m.strip())

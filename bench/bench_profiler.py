@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler import ProfileSettings, TimingSettings, parse_variants, run_profile
-from servewise._io import write_json
+from servewise.io import write_json
 from servewise.profile import Profile, load_profile
+from servewise.profiler import ProfileSettings, TimingSettings, parse_variants, run_profile
 
 DEFAULT_VARIANTS = "fp32,bf16,int8,onnx-fp32,onnx-int8"
 
@@ -78,7 +78,7 @@ def compare(a: Profile, b: Profile, tolerance: float = 0.03) -> dict[str, object
 
 
 def _refit(prof: Profile) -> Profile:
-    from profiler._fit import fit_latency_model
+    from servewise.profiler._fit import fit_latency_model
 
     variants = [
         v.model_copy(update={"latency_model": fit_latency_model(v.points, v.model_kind == "decoder")})

@@ -22,14 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from shared_traces import find as find_traces  # bench/ is on sys.path when run as a script
 
 from servewise.config import parse_deployment
+from servewise.simulator import simulate
+from servewise.simulator._engine import Engine
+from servewise.simulator.reference import reference_simulate
 from servewise.trace import load_trace, poisson
-from simulator import simulate
-from simulator._engine import Engine
-from simulator.reference import reference_simulate
 
-AZURE_CONV = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
+AZURE_CONV = (find_traces() or Path(__file__).resolve().parents[2] / "shared" / "traces") / "azure_llm_2023_conv.csv"
 
 
 def _best_of(fn, repeats: int) -> tuple[float, object]:

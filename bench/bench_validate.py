@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from shared_traces import find as find_traces  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TRACE = ROOT.parent / "shared" / "traces" / "azure_llm_2023_code_first30min.csv"
+DEFAULT_TRACE = (find_traces() or ROOT.parent / "shared" / "traces") / "azure_llm_2023_code_first30min.csv"
 
 
 def main() -> int:

@@ -66,14 +66,18 @@ CASES: dict[str, dict[str, Any]] = {
 _CHILD = r"""
 import json, sys, time
 src, case = sys.argv[1], json.loads(sys.argv[2])
-import simulator, servewise
+import importlib, servewise
 from pathlib import Path
+try:  # the layout since the one-namespace change; older revisions had a top-level package
+    simulator = importlib.import_module("servewise.simulator")
+except ModuleNotFoundError:
+    simulator = importlib.import_module("simulator")
 for mod in (simulator, servewise):
     if not Path(mod.__file__).resolve().is_relative_to(Path(src).resolve()):
         sys.exit(f"imported {mod.__name__} from {mod.__file__}, not from {src}")
 from servewise.config import parse_deployment
 from servewise.trace import poisson
-from simulator import simulate
+simulate = simulator.simulate
 trace = poisson(rate_rps=case["rate_rps"], n_requests=case["requests"], seed=1)
 if case.get("zipf_keys"):
     trace = trace.with_zipf_keys(case["zipf_keys"], 0.9, seed=2)

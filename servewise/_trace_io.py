@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from servewise._io import atomic_write_bytes
 from servewise._trace_model import Trace
 from servewise.errors import ConfigError, TraceError
+from servewise.io import atomic_write_bytes
 
 __all__ = ["FORMATS", "load_trace", "save_trace"]
 

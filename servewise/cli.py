@@ -216,7 +216,7 @@ def _simulate(
     trace_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     from servewise.config import load_deployment
-    from simulator import simulate as run_sim
+    from servewise.simulator import simulate as run_sim
 
     dep = load_deployment(deployment)
     tr = _load_trace(trace, **trace_kwargs, seed=seed)
@@ -316,12 +316,11 @@ def demo(
                 title="servewise demo: built-in deployment × Azure LLM 2023 conversation (10 min)",
                 trace_kwargs=dict(fmt="auto", column_map=None, skip_bad_rows=False, zipf_keys=5000, zipf_alpha=0.8),
             )
-            import reports
-
+            from servewise import reports
             page = reports.write_report([out_dir], out_dir / "report.html", title="servewise demo --simulate-only")
             out.print(f"report: {page}", markup=False)
             return
-        from pipeline import LoopSettings, run_loop
+        from servewise.demo import LoopSettings, run_loop
 
         doc = run_loop(
             LoopSettings(out_dir=out_dir, seed=seed, profile=profile, space=space, rate_scale=rate_scale,
@@ -432,8 +431,8 @@ def advise(
     Exit code 1 when no candidate meets the SLOs (plan.json still names the closest ones).
     """
     with _errors():
-        from advisor import advise as run_advise
-        from advisor import write_outputs
+        from servewise.advisor import advise as run_advise
+        from servewise.advisor import write_outputs
         from servewise.space import load_space
 
         sp = load_space(space)
@@ -728,7 +727,7 @@ def profile(
             raise CLIError("--model is required (e.g. --model builtin:tiny-gpt2)")
         if out_path is None:
             raise CLIError("--out is required (the profile JSON to write)")
-        from profiler import Grid, ProfileSettings, TimingSettings, parse_variants, run_profile
+        from servewise.profiler import Grid, ProfileSettings, TimingSettings, parse_variants, run_profile
 
         grid = Grid(batch_sizes=(1, 4), seq_lens=(16, 64), decode_batch_sizes=(1, 4), context_lens=(32, 128)) if fast else Grid()
         over = {
@@ -811,9 +810,9 @@ def profile_transfer(
 ) -> None:
     """Estimate a profile for catalog hardware with a roofline model (marked estimated)."""
     with _errors():
-        from profiler.transfer import transfer_profile
         from servewise.hardware import load_catalog
         from servewise.profile import load_profile, save_profile
+        from servewise.profiler.transfer import transfer_profile
 
         est = transfer_profile(load_profile(path), to, catalog=load_catalog(catalog), source=source)
         save_profile(est, out_path)
@@ -862,8 +861,8 @@ def serve(
             raise CLIError(f"--mode must be auto, real or synthetic, got {mode!r}")
         if not 0.0 <= log_sample <= 1.0:
             raise CLIError(f"--log-sample must be in [0, 1], got {log_sample}")
-        import serving
-        from serving._router import ServeSettings
+        from servewise import serving
+        from servewise.serving import ServeSettings
 
         tok = token if token is not None else os.environ.get("SERVEWISE_TOKEN") or None
         if host not in ("127.0.0.1", "localhost", "::1") and tok is None:
@@ -889,7 +888,7 @@ def deploy_history(
 ) -> None:
     """List the recorded versions of a deployment (newest last; * = current)."""
     with _errors():
-        from serving import VersionStore
+        from servewise.serving import VersionStore
 
         store = VersionStore(state_dir, _deployment_name(state_dir, name))
         versions = store.history()
@@ -914,7 +913,7 @@ def deploy_rollback(
 ) -> None:
     """Make an earlier version current again; a running server rolls its replicas onto it."""
     with _errors():
-        from serving import VersionStore
+        from servewise.serving import VersionStore
 
         store = VersionStore(state_dir, _deployment_name(state_dir, name))
         v = store.rollback(to)
@@ -1004,8 +1003,7 @@ def loadtest(
             raise CLIError(f"--api must be openai or predict, got {api!r}")
         if processes < 1:
             raise CLIError(f"--processes must be >= 1, got {processes}")
-        import loadtest as lt
-
+        from servewise import loadtest as lt
         tr = _load_trace(trace, fmt, column_map, False)
         doc = lt.run_loadtest(
             url, tr, out_dir=out_dir, time_scale=time_scale, max_requests=max_requests, api=api,  # type: ignore[arg-type]
@@ -1059,7 +1057,7 @@ def validate(
             raise CLIError("--url needs --expected (the advisor's expected.json)")
         if mode not in (None, "real", "synthetic"):
             raise CLIError(f"--mode must be real or synthetic, got {mode!r}")
-        from loadtest.validate import validate as run_validate
+        from servewise.loadtest.validate import validate as run_validate
 
         tr = _load_trace(trace, fmt, column_map, False)
         serve_args = [*(["--mode", mode] if mode else []), *(serve_arg or [])]
@@ -1100,8 +1098,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page for these artifacts (any kind, in the order given)."""
     with _errors():
-        import reports
-
+        from servewise import reports
         path = reports.write_report(artifacts, out_path, title=title)
         out.print(f"wrote {path}", markup=False)
 
@@ -1140,11 +1137,10 @@ def gate(
     data, 2 when the inputs cannot be compared (other hardware or library versions,
     other kinds, a bad expression).
     """
-    from servewise._io import atomic_write_text, write_json
+    from servewise.io import atomic_write_text, write_json
 
     with _errors():
-        import reports
-
+        from servewise import reports
         res = reports.run_gate(
             current=current, baseline=baseline, max_regression=_percent(max_regression), slos=slo or [],
             alpha=alpha, seed=seed, calibrate=not no_calibration,

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from servewise._io import atomic_write_text
 from servewise.config import Frozen, format_validation_error
 from servewise.errors import ArtifactError, ConfigError
+from servewise.io import atomic_write_text
 
 __all__ = [
     "PROFILE_SCHEMA_VERSION",

@@ -9,23 +9,36 @@ CSV/JSONL), generate synthetic ones (:data:`GENERATORS`), reshape them
 
 from __future__ import annotations
 
+import importlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from servewise._trace_io import FORMATS, load_trace, save_trace
 from servewise._trace_model import Request, Trace
-from servewise._trace_synth import (
-    GENERATORS,
-    TokenSpec,
-    diurnal,
-    gamma_renewal,
-    mmpp,
-    poisson,
-    servegen,
-)
+
+if TYPE_CHECKING:
+    from servewise._trace_io import FORMATS, load_trace, save_trace
+    from servewise._trace_synth import GENERATORS, TokenSpec, diurnal, gamma_renewal, mmpp, poisson, servegen
+
+# The file readers and generators need pandas; they load on first use, so a process that only
+# handles Request and Trace objects (a load generator, a worker) does not import it.
+_LAZY = {
+    **{name: "servewise._trace_io" for name in ("FORMATS", "load_trace", "save_trace")},
+    **{
+        name: "servewise._trace_synth"
+        for name in ("GENERATORS", "TokenSpec", "diurnal", "gamma_renewal", "mmpp", "poisson", "servegen")
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'servewise.trace' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Request",

@@ -100,3 +100,39 @@ def write_profile(tmp_path):
         return p
 
     return write
+
+
+# --------------------------------------------------------------------------- cores to itself
+
+#: Tests that time real work and compare the times (never two at once on 2 cores).
+EXCLUSIVE = "exclusive"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{EXCLUSIVE}: times real work; runs with no other test beside it")
+
+
+@pytest.fixture(autouse=True)
+def _cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Keep a test marked ``exclusive`` alone on the machine under ``pytest -n N``.
+
+    Every test holds a shared lock on ``cores`` while it runs; an exclusive test holds it
+    exclusively. The ``gate`` lock, taken first by everyone and kept by an exclusive test
+    until it ends, lets a waiting exclusive test in ahead of the next ordinary ones.
+    """
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all xdist workers share
+    exclusive = request.node.get_closest_marker(EXCLUSIVE) is not None
+    with open(root / "gate.lock", "a") as gate, open(root / "cores.lock", "a") as cores:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        fcntl.flock(cores, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        if not exclusive:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cores, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)

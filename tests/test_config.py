@@ -25,8 +25,8 @@ from servewise.config import (
 )
 from servewise.errors import ConfigError, ServewiseError
 from servewise.policies import cache_policies, lb_policies
+from servewise.simulator import simulate
 from servewise.trace import Trace, poisson
-from simulator import simulate
 
 ST = {"distribution": "deterministic", "mean_s": 1.0}
 

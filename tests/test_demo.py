@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import demo_space_path, demo_trace
+from servewise.demo import demo_space_path, demo_trace
 from servewise.space import load_space
 from servewise.trace import default_trace_path
 

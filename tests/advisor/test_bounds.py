@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advisor import advise
-from advisor._bounds import _lindley, lower_bounds, violated
-from advisor._candidates import build_deployment
+from servewise.advisor import advise
+from servewise.advisor._bounds import _lindley, lower_bounds, violated
+from servewise.advisor._candidates import build_deployment
 from servewise.config import SLO, Deployment, parse_deployment
 from servewise.profile import Hardware, Profile, save_profile
+from servewise.simulator import simulate
 from servewise.space import parse_space
 from servewise.trace import TokenSpec, Trace, poisson
-from simulator import simulate
 
 pytestmark = pytest.mark.xdist_group("advisor")
 

@@ -34,8 +34,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from advisor._deploy import DEPLOY_FILES, DeployInputs, write_deploy
 from servewise import telemetry
+from servewise.advisor._deploy import DEPLOY_FILES, DeployInputs, write_deploy
 from servewise.config import SLO, Deployment, load_deployment, parse_deployment
 from servewise.errors import ConfigError
 from servewise.hardware import load_catalog

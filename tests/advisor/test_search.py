@@ -21,14 +21,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from advisor import Plan, advise
-from advisor._candidates import build_deployment
+from servewise.advisor import Plan, advise
+from servewise.advisor._candidates import build_deployment
 from servewise.cli import app
 from servewise.config import load_deployment
 from servewise.profile import Hardware, Profile, Variant, save_profile
+from servewise.simulator import simulate
 from servewise.space import parse_space
 from servewise.trace import TokenSpec, Trace, gamma_renewal, poisson, save_trace
-from simulator import simulate
 
 pytestmark = pytest.mark.xdist_group("advisor")
 

@@ -17,16 +17,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from advisor import advise
-from advisor._candidates import build_candidates, build_deployment, load_profiles
+from servewise.advisor import advise
+from servewise.advisor._candidates import build_candidates, build_deployment, load_profiles
 from servewise.cli import app
 from servewise.config import parse_deployment
 from servewise.errors import ConfigError
 from servewise.hardware import load_catalog
 from servewise.profile import Accuracy, Hardware, Profile, save_profile
+from servewise.simulator import simulate
 from servewise.space import axes, expand, parse_space
 from servewise.trace import TokenSpec, Trace, load_trace, poisson, save_trace
-from simulator import simulate
 
 pytestmark = pytest.mark.xdist_group("advisor")
 

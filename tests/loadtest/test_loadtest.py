@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import loadtest
-from loadtest import load_measured, run_loadtest
+from servewise import loadtest
 from servewise.errors import ArtifactError, ConfigError, MissingExtraError, TraceError
+from servewise.loadtest import load_measured, run_loadtest
 from servewise.trace import Trace
 
 pytestmark = pytest.mark.xdist_group("loadtest")
@@ -273,7 +273,7 @@ def test_max_requests_replays_the_first_n(server: str, tmp_path: Path) -> None:
 
 def test_measured_json_round_trips_and_lines_up_with_the_simulator(server: str, tmp_path: Path) -> None:
     from servewise.config import load_deployment
-    from simulator import simulate
+    from servewise.simulator import simulate
 
     doc = run_loadtest(f"{server}/fast", _trace(3, 0.01), out_dir=tmp_path)
     assert load_measured(tmp_path / "measured.json") == doc
@@ -334,9 +334,9 @@ def test_missing_locust_says_what_to_install(tmp_path: Path, monkeypatch: pytest
 
 
 def test_parent_process_never_imports_locust_or_gevent(server: str, tmp_path: Path) -> None:
-    """``import loadtest`` and a whole run leave the calling process unpatched (it may run asyncio)."""
+    """``from servewise import loadtest`` and a whole run leave the calling process unpatched (it may run asyncio)."""
     code = (
-        "import sys, numpy as np, loadtest\n"
+        "import sys, numpy as np\nfrom servewise import loadtest\n"
         "from servewise.trace import Trace\n"
         "t = Trace(arrival_s=np.zeros(2), input_tokens=np.ones(2), output_tokens=np.ones(2))\n"
         f"d = loadtest.run_loadtest({server + '/fast'!r}, t, out_dir={str(tmp_path)!r})\n"
@@ -359,8 +359,8 @@ def test_progress_reports_every_request(server: str, tmp_path: Path) -> None:
 
 
 def test_a_crashed_generator_process_is_a_load_test_error(tmp_path: Path) -> None:
-    from loadtest._run import _Fleet
     from servewise.errors import LoadTestError
+    from servewise.loadtest._run import _Fleet
 
     plan = {"process": 0, "result": str(tmp_path / "r.json"), "itl": str(tmp_path / "i.npy")}  # no "requests"
     with pytest.raises(LoadTestError, match="generator process 0 exited before it was ready: KeyError") as exc:
@@ -369,7 +369,7 @@ def test_a_crashed_generator_process_is_a_load_test_error(tmp_path: Path) -> Non
 
 
 def test_a_password_in_the_url_is_never_written() -> None:
-    from loadtest._run import _redact
+    from servewise.loadtest._run import _redact
 
     assert _redact("http://user:pw@host:8000/v1/completions") == "http://user:***@host:8000/v1/completions"
     assert _redact("http://host:8000") == "http://host:8000"

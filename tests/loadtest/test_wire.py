@@ -6,8 +6,18 @@ import json
 
 import pytest
 
-from loadtest._wire import DONE, ERROR, SKIP, TOKEN, LineReader, request_body, target_url, text_prompt, token_ids
 from servewise.errors import ConfigError
+from servewise.loadtest._wire import (
+    DONE,
+    ERROR,
+    SKIP,
+    TOKEN,
+    LineReader,
+    request_body,
+    target_url,
+    text_prompt,
+    token_ids,
+)
 
 pytestmark = pytest.mark.xdist_group("loadtest")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from _torchreq import require_torch
 
-from profiler import VARIANTS, Grid, ProfileSettings, TimingSettings, run_profile
 from servewise.profile import load_profile
+from servewise.profiler import VARIANTS, Grid, ProfileSettings, TimingSettings, run_profile
 
 require_torch()
 pytestmark = pytest.mark.xdist_group("tiny-gpt2")
@@ -142,8 +142,8 @@ def test_hardware_fingerprint(tiny) -> None:
 def test_a_profiled_variant_drives_a_simulation(tiny, tmp_path: Path) -> None:
     """End to end: profile -> deployment with `model:` -> simulator -> result.json."""
     from servewise.config import load_deployment
+    from servewise.simulator import simulate
     from servewise.trace import Trace
-    from simulator import simulate
 
     _, out, _ = tiny
     dep_path = tmp_path / "d.yaml"

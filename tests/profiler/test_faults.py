@@ -14,9 +14,9 @@ import pytest
 from _torchreq import require_torch
 from typer.testing import CliRunner
 
-from profiler import FaultInjection, Grid, ProfileSettings, TimingSettings, run_profile
 from servewise.cli import app
 from servewise.profile import load_profile
+from servewise.profiler import FaultInjection, Grid, ProfileSettings, TimingSettings, run_profile
 
 require_torch()
 pytestmark = pytest.mark.xdist_group("faults")

@@ -19,7 +19,6 @@ else:
 
 from sklearn.ensemble import GradientBoostingRegressor  # noqa: E402
 
-from profiler._fit import MIN_POINTS, _trees, fit_latency_model  # noqa: E402
 from servewise.profile import (  # noqa: E402
     BATCH_FEATURES,
     STEP_FEATURES,
@@ -32,6 +31,7 @@ from servewise.profile import (  # noqa: E402
     load_profile,
     save_profile,
 )
+from servewise.profiler._fit import MIN_POINTS, _trees, fit_latency_model  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
 

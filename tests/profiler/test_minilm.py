@@ -7,7 +7,7 @@ import os
 import pytest
 from _torchreq import require_torch
 
-from profiler import CPU_VARIANTS, Grid, ProfileSettings, TimingSettings, run_profile
+from servewise.profiler import CPU_VARIANTS, Grid, ProfileSettings, TimingSettings, run_profile
 
 require_torch()
 pytestmark = pytest.mark.xdist_group("minilm")

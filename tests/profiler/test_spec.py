@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler._spec import parse_spec
-from profiler._variants import VARIANTS, parse_variants, skip_reason
 from servewise.errors import ProfileError
+from servewise.profiler._spec import parse_spec
+from servewise.profiler._variants import VARIANTS, parse_variants, skip_reason
 
 # --------------------------------------------------------------------------- parse_spec
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from profiler._timing import TimingSettings, latency_stats, measure, median_ci, stability
+from servewise.profiler._timing import TimingSettings, latency_stats, measure, median_ci, stability
 
 
 def test_median_ci_covers_the_true_median_95_percent_of_the_time() -> None:

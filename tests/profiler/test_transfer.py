@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from profiler.transfer import DEFAULT_CPU_FREQ_HZ, DEFAULT_DRAM_BYTES_PER_S_PER_THREAD, transfer_profile
 from servewise.errors import ConfigError
 from servewise.hardware import Accelerator, InstanceType, load_catalog
 from servewise.profile import (
@@ -30,6 +29,7 @@ from servewise.profile import (
     save_profile,
     step_features,
 )
+from servewise.profiler.transfer import DEFAULT_CPU_FREQ_HZ, DEFAULT_DRAM_BYTES_PER_S_PER_THREAD, transfer_profile
 
 GIB = 1 << 30
 PARAMS = 100_000_000  # 1e8 weights
@@ -405,6 +405,6 @@ def test_a_source_measured_on_part_of_its_cores_counts_only_those() -> None:
 
 
 def test_the_transfer_imports_no_torch() -> None:
-    code = "import sys, profiler.transfer; sys.exit('torch' in sys.modules or 'sklearn' in sys.modules)"
+    code = "import sys, servewise.profiler.transfer; sys.exit('torch' in sys.modules or 'sklearn' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0

@@ -18,7 +18,7 @@ import pytest
 from _make import make_profile, make_variant, real_artifacts
 from PIL import Image
 
-import reports
+from servewise import reports
 
 pytestmark = pytest.mark.xdist_group("serving")
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from _make import GRID, edit_json, make_profile, make_variant, real_artifacts, true_median_s, two_variant_profile
 
-from reports import run_gate
-from reports._gate_stats import holm, median_draws, ratio_ci
 from servewise.errors import ArtifactError, GateError
+from servewise.reports import run_gate
+from servewise.reports._gate_stats import holm, median_draws, ratio_ci
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -393,7 +393,7 @@ def test_the_calibration_noise_widens_the_interval() -> None:
 def test_between_round_interval_is_welchs_pooled_t_interval() -> None:
     from scipy import stats
 
-    from reports._gate_stats import rounds_halfwidth
+    from servewise.reports._gate_stats import rounds_halfwidth
 
     b = np.array([7.1e-3, 7.3e-3, 7.2e-3])
     c = np.array([7.6e-3, 7.9e-3, 7.4e-3, 7.7e-3])

@@ -232,7 +232,7 @@ def test_missing_file_and_folder_out_are_refused(tmp_path: Path, arts: dict[str,
 
 
 def test_time_averaged_queue_matches_brute_force() -> None:
-    from reports._views import _mean_count
+    from servewise.reports._views import _mean_count
 
     rng = np.random.default_rng(0)
     enter = rng.uniform(0, 100, 500)
@@ -246,7 +246,7 @@ def test_time_averaged_queue_matches_brute_force() -> None:
 
 
 def test_a_thinned_cdf_keeps_exact_points_of_the_full_one() -> None:
-    from reports._plots import ecdf
+    from servewise.reports._plots import ecdf
 
     v = np.random.default_rng(1).lognormal(0, 1, 100_000)
     x, y = ecdf(v, max_points=1000)

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from serving import ServerProcess, start_server
+from servewise.serving import ServerProcess, start_server
 
 
 def write_deployment(path: Path, **fields: Any) -> Path:

@@ -309,7 +309,7 @@ def test_versions_history_and_rollback_reload_a_running_server(tmp_path):
 
         assert latency() < 0.2
         # a new version (0.4 s) served by the same server: record it and tell the server
-        from serving import VersionStore
+        from servewise.serving import VersionStore
 
         store = VersionStore(state, "live-test")
         slow = write_deployment(tmp_path / "d2.yaml", replicas=1, service_time=_det(0.4))

@@ -89,7 +89,7 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
     ) -> Worker:
         err = tmp_path / f"worker-{len(procs)}.log"
         cmd = [
-            sys.executable, "-m", "serving._worker", "--deployment", str(deployment), "--pool", pool,
+            sys.executable, "-m", "servewise.serving._worker", "--deployment", str(deployment), "--pool", pool,
             "--replica", f"r{len(procs)}", "--mode", mode, "--threads", "1", "--seed", "7",
             "--workdir", str(tmp_path / "work"), "--port", "0", *extra,
         ]  # fmt: skip
@@ -342,7 +342,7 @@ def test_startup_failure_is_one_error_line_and_exit_1(tmp_path, make_variant, wr
     write_profile(*(make_variant(name, linear=CLASSIC) for name in ("fp32", "onnx-fp32", "int8")))
     dep = write_deployment(tmp_path, **fields)
     opts = {"--pool": "default", "--mode": "synthetic", **dict(zip(args[::2], args[1::2], strict=True))}
-    cmd = [sys.executable, "-m", "serving._worker", "--deployment", str(dep), "--replica", "0", "--workdir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "servewise.serving._worker", "--deployment", str(dep), "--replica", "0", "--workdir", str(tmp_path)]
     for k, v in opts.items():
         cmd += [k, v]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
@@ -360,8 +360,8 @@ def test_synthetic_mode_never_imports_torch(tmp_path, make_variant, write_profil
     code = f"""
 import asyncio, sys
 from pathlib import Path
-from serving import _worker
-from serving._executor import Item, build_executor
+from servewise.serving import _worker
+from servewise.serving._executor import Item, build_executor
 from servewise.config import load_deployment
 ex = build_executor(load_deployment({str(dep)!r}), mode="synthetic", speed_factor=1.0, concurrency=1, threads=1, seed=0,
                     workdir=Path("."))
@@ -376,8 +376,8 @@ def test_replica_without_batching_is_a_loss_system_at_capacity_0():
     """Capacity 0, two slots: a third request while both run is rejected (Erlang loss), on
     any clock: the executor finishes only when the test says so."""
     from servewise.config import Batching
-    from serving._executor import Item, Output
-    from serving._worker import Batcher, Job
+    from servewise.serving._executor import Item, Output
+    from servewise.serving._worker import Batcher, Job
 
     class Gate:
         kind = "distribution"

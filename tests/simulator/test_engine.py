@@ -18,10 +18,10 @@ import pytest
 from servewise.config import Deployment, parse_deployment
 from servewise.errors import ConfigError
 from servewise.policies import autoscale_rules
+from servewise.simulator import SimResult, simulate
+from servewise.simulator._engine import Engine
+from servewise.simulator.reference import reference_simulate
 from servewise.trace import Trace, poisson
-from simulator import SimResult, simulate
-from simulator._engine import Engine
-from simulator.reference import reference_simulate
 
 GIB = 2**30
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from servewise.config import Deployment, parse_deployment
 from servewise.policies import cache_policies, lb_policies
+from servewise.simulator import SimResult, simulate
 from servewise.trace import Trace
-from simulator import SimResult, simulate
 
 BALANCERS = [b for b in lb_policies.names() if b not in ("least_kv", "prefix_affinity")]  # LLM engine: test_llm.py
 CACHES = cache_policies.names()

@@ -22,8 +22,8 @@ from scipy.stats import poisson as poisson_dist
 from servewise.config import parse_deployment
 from servewise.errors import ConfigError
 from servewise.hardware import load_catalog
+from servewise.simulator import SimResult, simulate
 from servewise.trace import Trace, poisson
-from simulator import SimResult, simulate
 
 Z = 4.0
 

@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.xdist_group("llm_real")
+pytestmark = [pytest.mark.xdist_group("llm_real"), pytest.mark.exclusive]
 
 
 def _load(name: str, path: Path) -> ModuleType:

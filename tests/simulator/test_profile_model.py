@@ -21,8 +21,8 @@ from servewise import service as _service
 from servewise.config import Deployment, ModelRef, load_deployment, parse_deployment
 from servewise.errors import ConfigError
 from servewise.profile import LatencyModel, Tree, Variant
+from servewise.simulator import SimResult, simulate
 from servewise.trace import TokenSpec, Trace, poisson
-from simulator import SimResult, simulate
 
 # classic: batch_time(b, s) = A + B·b + T·b·s + Q·b·s²
 A, B, T, Q = 0.01, 0.02, 5e-4, 2e-6
@@ -286,7 +286,7 @@ def test_a_decoder_needs_output_tokens_a_classic_model_does_not(tmp_path, make_v
 def test_result_records_which_profiled_variant_ran(tmp_path: Path, make_variant, write_profile) -> None:
     """The deployment YAML holds only the profile's path: the result names the variant and hashes it."""
     from servewise.config import load_deployment
-    from simulator import simulate
+    from servewise.simulator import simulate
 
     write_profile(make_variant("fp32", load_time_s=1.0))
     dep = load_deployment(write_deployment(tmp_path))

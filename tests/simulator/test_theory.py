@@ -46,8 +46,8 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 
 from servewise.config import parse_deployment
+from servewise.simulator import SimResult, simulate
 from servewise.trace import Trace, poisson
-from simulator import SimResult, simulate
 
 Z = 4.0
 """Standard errors allowed between the replication mean and theory."""
