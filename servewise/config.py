@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servewise.errors import ArtifactError, ConfigError
+from servewise.io import read_text
 
 if TYPE_CHECKING:  # servewise.profile imports this module: import it lazily at run time
     from servewise.profile import Variant
@@ -754,10 +755,7 @@ def parse_deployment(data: Any, source: str = "deployment") -> Deployment:
 
 def read_yaml(path: Path, what: str) -> Any:
     """The YAML document in ``path``; ConfigError names the file (and line) otherwise."""
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read {what} ({err.strerror})") from None
+    text = read_text(path, what, ConfigError)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -823,10 +821,7 @@ def _resolve_variant(ref: ModelRef, source: Path) -> Variant:
 
 
 def _read_samples(path: Path) -> tuple[float, ...]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read samples_file ({err.strerror})") from None
+    lines = read_text(path, "samples_file", ConfigError).splitlines()
     out: list[float] = []
     for n, line in enumerate(lines, 1):
         s = line.strip()

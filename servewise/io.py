@@ -1,4 +1,7 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename."""
+"""Files in and out: atomic writes (a temp file in the same folder, fsync, then rename)
+and text reads whose every failure is one :class:`~servewise.errors.ServewiseError`
+naming the file (and the line of a bad byte), never a bare ``OSError`` or
+``UnicodeDecodeError``."""
 
 from __future__ import annotations
 
@@ -9,7 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "read_artifact"]
+from servewise.errors import ArtifactError, ServewiseError
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "write_json",
+    "read_text",
+    "read_json",
+    "read_artifact",
+    "ensure_dir",
+]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> None:
@@ -39,14 +53,39 @@ def _with_text(fd: int, write: Callable[[IO[str]], None]) -> None:
         os.fsync(f.fileno())
 
 
+def ensure_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Create folder ``path`` (and its parents); an :class:`ArtifactError` names it if it cannot be."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ArtifactError(f"{p}: cannot use as {what}: it is a file, not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ArtifactError(f"{p}: cannot create {what} ({_reason(err)})") from None
+    return p
+
+
+def _reason(err: OSError) -> str:
+    where = f" ({err.filename})" if err.filename else ""
+    return f"{err.strerror or err}{where}"
+
+
 def _atomic(path: str | Path, write_fd: Callable[[int], None]) -> None:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    if p.is_dir():
+        raise ArtifactError(f"{p}: cannot write the file: a folder is in the way")
+    ensure_dir(p.parent, "folder of the file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as err:
+        raise ArtifactError(f"{p}: cannot write ({_reason(err)})") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        write_fd(fd)
-        os.replace(tmp, p)
+        try:
+            write_fd(fd)
+            os.replace(tmp, p)
+        except OSError as err:
+            raise ArtifactError(f"{p}: cannot write ({_reason(err)})") from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -73,19 +112,38 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_text(path: str | Path, what: str = "file", error: type[ServewiseError] = ArtifactError) -> str:
+    """The UTF-8 text of ``path``; ``error`` names the file (and the line of a non-UTF-8 byte)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{p}: no such {what}") from None
+    except IsADirectoryError:
+        raise error(f"{p}: expected a {what}, got a folder") from None
+    except OSError as err:
+        raise error(f"{p}: cannot read {what} ({_reason(err)})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(f"{p}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); expected a UTF-8 {what}") from None
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """The JSON document in ``path``; an :class:`ArtifactError` names the file and line otherwise."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ArtifactError(f"{path}: {what} nests too deeply") from None
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
 
 
 def read_artifact(path: str | Path, kind: str, schema_version: int, what: str) -> dict[str, Any]:
     """A JSON artifact of ``kind`` and ``schema_version``; anything else is an :class:`ArtifactError`."""
-    from servewise.errors import ArtifactError
-
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: cannot read {what} ({err})") from None
+    data = read_json(path, what)
     if not isinstance(data, dict) or data.get("kind") != kind:
         raise ArtifactError(f"{path}: expected kind '{kind}', got {data.get('kind') if isinstance(data, dict) else data!r}")
     if data.get("schema_version") != schema_version:

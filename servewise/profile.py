@@ -15,7 +15,6 @@ A profile answers, per variant and in seconds:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +23,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from servewise.config import Frozen, format_validation_error
 from servewise.errors import ArtifactError, ConfigError
-from servewise.io import atomic_write_text
+from servewise.io import atomic_write_text, read_json
 
 __all__ = [
     "PROFILE_SCHEMA_VERSION",
@@ -385,16 +384,7 @@ class Profile(_Art):
 
 
 def _read(path: Path) -> dict[str, object]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such profile file") from None
-    except OSError as err:
-        raise ArtifactError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    data = read_json(path, "profile file")
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

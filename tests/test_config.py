@@ -264,7 +264,7 @@ def test_invalid_field_in_a_file_names_the_file(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read deployment file"):
+    with pytest.raises(ConfigError, match="no such deployment file"):
         load_deployment(tmp_path / "nope.yaml")
 
 

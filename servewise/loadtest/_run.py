@@ -29,7 +29,7 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from servewise import __version__
-from servewise.errors import ConfigError, LoadTestError, MissingExtraError, TraceError
+from servewise.errors import ArtifactError, ConfigError, LoadTestError, MissingExtraError, TraceError
 from servewise.io import atomic_write, write_json
 from servewise.procs import child_env
 from servewise.trace import Trace
@@ -438,7 +438,7 @@ class _Fleet:
             try:
                 results.append(read_json(plan["result"]))
                 itl.append(np.load(plan["itl"]))
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, ArtifactError) as err:
                 raise LoadTestError(f"generator process {k} left no readable result ({err})") from None
         return results, itl
 

@@ -68,10 +68,7 @@ class Artifact:
 
 
 def _kind_of(path: Path) -> str:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as err:
-        raise ArtifactError(f"{path}: cannot read ({err})") from None
+    data = read_json(path, "artifact")
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in KINDS:
         raise ArtifactError(

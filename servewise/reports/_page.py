@@ -58,10 +58,7 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
         if loop is None:
             out.append(p)
             continue
-        try:
-            doc = read_json(loop)
-        except (OSError, ValueError) as err:
-            raise ArtifactError(f"{loop}: cannot read ({err})") from None
+        doc = read_json(loop, "loop file")
         arts = doc.get("artifacts") if isinstance(doc, dict) else None
         if not isinstance(doc, dict) or doc.get("kind") != "loop" or not isinstance(arts, dict):
             raise ArtifactError(f"{loop}: expected a servewise loop file (kind 'loop' with 'artifacts')")

@@ -81,10 +81,7 @@ class VersionStore:
     def _read(self) -> tuple[list[Version], int | None]:
         if not self._history.exists():
             return [], None
-        try:
-            data = read_json(self._history)
-        except (OSError, ValueError) as err:
-            raise ArtifactError(f"{self._history}: cannot read the deployment history ({err})") from None
+        data = read_json(self._history, "deployment history")
         if not isinstance(data, dict) or data.get("kind") != _KIND or data.get("schema_version") != _SCHEMA:
             raise ArtifactError(f"{self._history}: not a servewise deployment history (kind {_KIND}, schema {_SCHEMA})")
         versions = [Version(**v) for v in data.get("versions", [])]

@@ -211,7 +211,7 @@ def test_a_loop_folder_stands_for_its_stages(arts: dict[str, Path], tmp_path: Pa
     [
         ('{"kind": "nope", "schema_version": 1}', "not a servewise artifact (kind 'nope'"),
         ('{"kind": "sim_result", "schema_version": 99}', "schema_version"),
-        ("{not json", "cannot read"),
+        ("{not json", "not valid JSON"),
     ],
 )
 def test_unusable_input_is_one_line_and_exit_2(tmp_path: Path, content: str, expected: str) -> None:
