@@ -1,16 +1,15 @@
-"""The ``Plan`` artifact: every candidate, the ranking, the Pareto front, the winner or the closest misses."""
+"""Building the :class:`~servewise.results.Plan`: every candidate, the ranking, the Pareto front, the winner or the closest misses."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from servewise import __version__
-from servewise.io import read_artifact, write_json
+from servewise.results import Candidate, Plan, load_artifact
 from servewise.space import SearchSpace
 from servewise.trace import Trace
 
@@ -19,50 +18,13 @@ from ._search import Record, SearchOutcome, binding, rank_key, violation
 
 __all__ = ["Plan", "PLAN_SCHEMA_VERSION", "build_plan", "load_plan", "pareto_front"]
 
-PLAN_SCHEMA_VERSION = 1
-KIND = "plan"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The advisor's decision: ``data`` is the plan.json document."""
-
-    data: dict[str, Any]
-
-    @property
-    def feasible(self) -> bool:
-        return bool(self.data["feasible"])
-
-    @property
-    def winner(self) -> dict[str, Any] | None:
-        w = self.data["winner"]
-        return None if w is None else self.candidate(w)
-
-    def candidate(self, cid: str) -> dict[str, Any]:
-        for c in self.data["candidates"]:
-            if c["id"] == cid:
-                return c
-        raise KeyError(cid)
-
-    def ranked(self) -> list[dict[str, Any]]:
-        return [self.candidate(c) for c in self.data["ranking"]]
-
-    def write(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_json(p, self.data)
-        return p
+PLAN_SCHEMA_VERSION = Plan.SCHEMA_VERSION
+KIND = Plan.KIND
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Read a plan.json; an unknown kind or schema version is an :class:`ArtifactError`."""
-    return Plan(read_artifact(path, KIND, PLAN_SCHEMA_VERSION, "plan"))
-
-
-def _tail(summary: dict[str, Any]) -> float | None:
-    """Tail latency for the Pareto front: p99 TTFT for an LLM engine, else p99 latency."""
-    ttft = (summary.get("ttft_s") or {}).get("p99")
-    return ttft if ttft is not None else (summary.get("latency_s") or {}).get("p99")
+    """Read a plan.json (or the folder holding it); anything else is one :class:`ArtifactError` line."""
+    return load_artifact(path, "plan")
 
 
 def pareto_front(points: list[tuple[str, float, float, float]]) -> list[str]:
@@ -77,7 +39,7 @@ def pareto_front(points: list[tuple[str, float, float, float]]) -> list[str]:
     return front
 
 
-def _entry(rec: Record) -> dict[str, Any]:
+def _entry(rec: Record) -> Candidate:
     c = rec.cand
     res = rec.final or rec.last
     s = res["summary"] if res else None
@@ -95,7 +57,7 @@ def _entry(rec: Record) -> dict[str, Any]:
         bind = binding(res["slo"])
     else:
         feasible, bind = None, None
-    return {
+    return Candidate.model_validate({
         "id": c.id,
         "label": c.label,
         "hardware": c.hardware if c.cloud_hardware is None else f"{c.hardware}+{c.cloud_hardware}",
@@ -116,7 +78,35 @@ def _entry(rec: Record) -> dict[str, Any]:
         "rungs": [{k: r[k] for k in ("fraction", "requests", "seed", "sim_wall_s")} | {"pass": r["slo"]["pass"]}
                   for r in rec.rungs],
         "robustness": rec.robustness,
-    }
+    })  # fmt: skip
+
+
+def _closest(entries: list[Candidate]) -> list[str]:
+    """The nearest misses: simulated ones by SLO excess, then those only bounds or static checks judged."""
+    sim = sorted(
+        (e for e in entries if e.status == "evaluated"),
+        key=lambda e: (-e.fidelity, e.violation if e.violation is not None else math.inf),
+    )
+    if sim:
+        return [e.id for e in sim[:3]]
+
+    def excess(e: Candidate) -> float:
+        b = e.binding_slo
+        if b is None or b.value is None or not b.limit:
+            return math.inf
+        return b.value / b.limit
+
+    return [e.id for e in sorted(entries, key=excess)[:3]]
+
+
+def _front(feasible: list[Candidate]) -> list[str]:
+    pts = []
+    for e in feasible:
+        tail = e.tail_latency_s
+        if e.cost_per_hour_usd is not None and tail is not None:
+            drift = e.metrics.accuracy_drift if e.metrics is not None else None
+            pts.append((e.id, float(e.cost_per_hour_usd), float(tail), float(drift or 0.0)))
+    return pareto_front(pts)
 
 
 def build_plan(
@@ -135,34 +125,12 @@ def build_plan(
     entries = [_entry(r) for r in recs]
     full = [(rank_key(r.final), r.cand.id) for r in recs if r.final is not None]
     ranking = [cid for _, cid in sorted(full)]
-    by_id = {e["id"]: e for e in entries}
-    feasible_ids = [cid for cid in ranking if by_id[cid]["feasible"]]
-    winner = feasible_ids[0] if feasible_ids else None
-    closest: list[str] = []
-    if winner is None:
-        # the nearest misses: simulated ones by SLO excess, then those only bounds or static checks judged
-        sim = sorted(
-            (e for e in entries if e["status"] == "evaluated"),
-            key=lambda e: (-(e["fidelity"]), e["violation"] if e["violation"] is not None else math.inf),
-        )
-        closest = [e["id"] for e in sim[:3]]
-        if not closest:
-            def excess(e: dict[str, Any]) -> float:
-                b = e["binding_slo"] or {}
-                v, lim = b.get("value"), b.get("limit")
-                return (v / lim) if isinstance(v, int | float) and isinstance(lim, int | float) and lim else math.inf
-
-            closest = [e["id"] for e in sorted(entries, key=excess)[:3]]
-    pts = []
-    for cid in feasible_ids:
-        e = by_id[cid]
-        tail = _tail(e["metrics"])
-        drift = (e["metrics"] or {}).get("accuracy_drift")
-        if e["cost_per_hour_usd"] is not None and tail is not None:
-            pts.append((cid, float(e["cost_per_hour_usd"]), float(tail), float(drift or 0.0)))
+    by_id = {e.id: e for e in entries}
+    feasible = [by_id[cid] for cid in ranking if by_id[cid].feasible]
+    winner = feasible[0].id if feasible else None
     counts: dict[str, int] = {}
     for e in entries:
-        counts[e["status"]] = counts.get(e["status"], 0) + 1
+        counts[e.status] = counts.get(e.status, 0) + 1
     s = space.search
     data: dict[str, Any] = {
         "schema_version": PLAN_SCHEMA_VERSION,
@@ -202,9 +170,9 @@ def build_plan(
         },
         "feasible": winner is not None,
         "winner": winner,
-        "closest": closest,
+        "closest": [] if winner is not None else _closest(entries),
         "ranking": ranking,
-        "pareto": pareto_front(pts),
+        "pareto": _front(feasible),
         "candidates": entries,
     }
-    return Plan(data)
+    return Plan.from_doc(data, f"plan {space.name}")

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from servewise.io import read_artifact
+from servewise.results import Measured, load_artifact
 from servewise.stats import summarize
 
 __all__ = ["SCHEMA_VERSION", "KIND", "MIN_ACHIEVED_RATIO", "Samples", "build_measured", "load_measured"]
 
-SCHEMA_VERSION = 1
-KIND = "measured"
+SCHEMA_VERSION = Measured.SCHEMA_VERSION
+KIND = Measured.KIND
 MIN_ACHIEVED_RATIO = 0.95
 """A run whose achieved send rate is below this fraction of the offered rate is invalid."""
 CPU_WARN = 0.9
@@ -28,9 +28,9 @@ CPU_WARN = 0.9
 _TOP_ERRORS = 20
 
 
-def load_measured(path: str | Path) -> dict[str, Any]:
-    """Read a ``measured.json``; an unknown kind or schema version is an :class:`ArtifactError`."""
-    return read_artifact(path, KIND, SCHEMA_VERSION, "load-test measurement")
+def load_measured(path: str | Path) -> Measured:
+    """Read a ``measured.json`` (or the folder holding it); anything else is one :class:`ArtifactError` line."""
+    return load_artifact(path, "measured")
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -104,7 +104,8 @@ def build_measured(
     processes: list[dict[str, Any]],
     metadata: dict[str, Any],
 ) -> tuple[dict[str, Any], Any]:
-    """The ``measured.json`` document and the per-request table (a pandas DataFrame)."""
+    """The ``measured.json`` document (built through :class:`~servewise.results.Measured`, so it reads
+    back as one) and the per-request table (a pandas DataFrame)."""
     import pandas as pd
 
     n = len(s.id)
@@ -178,6 +179,7 @@ def build_measured(
         "replicas": dict(sorted(replicas.items())),
         "errors": dict(errors.most_common(_TOP_ERRORS)),
     }
+    doc = Measured.from_doc(doc, "load-test measurement").to_doc()
 
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot_all = np.where(

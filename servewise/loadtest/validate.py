@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from servewise import __version__
+from servewise.config import SLO
 from servewise.errors import ConfigError
-from servewise.io import read_artifact, write_json
+from servewise.results import Measured, MetricComparison, Summary, Validation, check_slo, load_artifact
 from servewise.stats import VALIDATION_TOLERANCES
 from servewise.trace import Trace
 
 __all__ = ["validate", "compare", "replay_trace", "VALIDATION_KIND", "load_validation"]
 
-VALIDATION_KIND = "validation"
-_SCHEMA = 1
+VALIDATION_KIND = Validation.KIND
 
 
 def replay_trace(trace: Trace, *, max_requests: int | None, time_scale: float) -> Trace:
@@ -45,39 +45,29 @@ def replay_trace(trace: Trace, *, max_requests: int | None, time_scale: float) -
     return t.scale_rate(time_scale) if time_scale != 1.0 else t
 
 
-def _get(summary: dict[str, Any], path: str) -> float | None:
-    v: Any = summary
-    for part in path.split("."):
-        if not isinstance(v, dict):
-            return None
-        v = v.get(part)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def compare(predicted: dict[str, Any], measured: dict[str, Any], tolerances: dict[str, float]) -> dict[str, Any]:
-    """Per metric: predicted, measured, relative error, tolerance and pass (metrics both sides have)."""
-    out: dict[str, Any] = {}
+def compare(predicted: Summary, measured: Summary, tolerances: dict[str, float]) -> dict[str, MetricComparison]:
+    """Per metric (a summary path, ``latency_s.p95``): predicted, measured, relative error, tolerance and
+    pass; only metrics both sides have."""
+    out: dict[str, MetricComparison] = {}
     for path, tol in tolerances.items():
-        p, m = _get(predicted, path), _get(measured, path)
+        p, m = predicted.metric(path), measured.metric(path)
         if p is None or m is None:
             continue
         rel = (m - p) / p if p != 0 else (0.0 if m == 0 else math.inf)
-        out[path] = {
+        out[path] = MetricComparison.model_validate({
             "predicted": p,
             "measured": m,
             "relative_error": rel if math.isfinite(rel) else None,
             "tolerance": tol,
             "pass": bool(math.isfinite(rel) and abs(rel) <= tol),
-        }
+        })  # fmt: skip
     return out
 
 
-def _verdict(metrics: dict[str, Any], generator_valid: bool) -> str:
-    if not generator_valid:
+def _verdict(metrics: dict[str, MetricComparison], generator_valid: bool) -> str:
+    if not generator_valid or not metrics:
         return "invalid"
-    if not metrics:
-        return "invalid"
-    return "pass" if all(m["pass"] for m in metrics.values()) else "fail"
+    return "pass" if all(m.passed for m in metrics.values()) else "fail"
 
 
 def validate(
@@ -98,7 +88,7 @@ def validate(
     processes: int = 1,
     warmup_s: float = 0.0,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> Validation:
     """Run a validation and write ``out_dir/validation.json`` (plus the predicted and measured files)."""
     from servewise import loadtest
     if (deployment_path is None) == (url is None):
@@ -110,6 +100,8 @@ def validate(
     t0 = time.time()
     server_info: dict[str, Any] | None = None
     tolerances = dict(VALIDATION_TOLERANCES)
+    predicted: Summary
+    predicted_slo: SLO | None
     if deployment_path is not None:
         from servewise.config import load_deployment
         from servewise.simulator import simulate
@@ -137,21 +129,21 @@ def validate(
                 server_info["exit_code"] = code
     else:
         assert url is not None and expected_path is not None
-        exp = read_artifact(expected_path, "expected", 1, "expected results")
-        predicted = exp.get("summary") or {}
-        tolerances = {**tolerances, **(exp.get("tolerances") or {})}
+        exp = load_artifact(expected_path, "expected")
+        predicted = exp.summary
+        tolerances = {**tolerances, **exp.tolerances}
         predicted_slo = None
         _note(progress, f"load testing {url}")
         measured_doc = loadtest.run_loadtest(
             url, replay, out_dir=out_dir / "measured", stream=stream, api=api, token=token,  # type: ignore[arg-type]
             model=model or "servewise", processes=processes,
         )  # fmt: skip
-    measured = measured_doc["summary"]
-    gen = measured_doc.get("generator", {})
-    metrics = compare(predicted, measured, tolerances)
-    verdict = _verdict(metrics, bool(gen.get("valid", True)))
+    measured = Measured.from_doc(measured_doc, out_dir / "measured" / Measured.FILE)
+    gen = measured.generator
+    metrics = compare(predicted, measured.summary, tolerances)
+    verdict = _verdict(metrics, gen.valid)
     doc: dict[str, Any] = {
-        "schema_version": _SCHEMA,
+        "schema_version": Validation.SCHEMA_VERSION,
         "kind": VALIDATION_KIND,
         "metadata": {
             "tool": "servewise",
@@ -169,41 +161,23 @@ def validate(
             "seed": seed,
         },
         "verdict": verdict,
-        "invalid_reasons": list(gen.get("invalid_reasons") or []) + ([] if metrics else ["no metric is available on both sides"]),
+        "invalid_reasons": [*gen.invalid_reasons, *([] if metrics else ["no metric is available on both sides"])],
         "metrics": metrics,
         "predicted": predicted,
-        "measured": measured,
+        "measured": measured.summary,
         "generator": gen,
         "server": server_info,
-        "slo_measured": _slo_checks(predicted_slo, measured),
+        # the SLOs a client can see (not availability, cost or drift), by the simulator's rules
+        "slo_measured": check_slo(predicted_slo, measured.summary, skip_unknown=True) if predicted_slo else None,
     }
-    write_json(out_dir / "validation.json", doc)
-    return doc
+    record: Validation = Validation.from_doc(doc, out_dir / Validation.FILE)
+    record.write_json(out_dir / Validation.FILE)
+    return record
 
 
-def _slo_checks(slo: Any, summary: dict[str, Any]) -> dict[str, Any] | None:
-    """The deployment's SLO checked on the measured summary (the simulator's rules)."""
-    if slo is None:
-        return None
-    from servewise.simulator import SLO_FIELDS
-
-    checks: dict[str, Any] = {}
-    for name, (path, key, direction) in SLO_FIELDS.items():
-        limit = getattr(slo, name, None)
-        if limit is None:
-            continue
-        v = summary.get(path)
-        value = v.get(key) if isinstance(v, dict) and key is not None else v
-        if not isinstance(value, (int, float)):
-            continue
-        ok = value <= limit if direction == "max" else value >= limit
-        checks[name] = {"limit": limit, "value": value, "pass": bool(ok)}
-    return {"pass": all(c["pass"] for c in checks.values()), "checks": checks}
-
-
-def load_validation(path: str | Path) -> dict[str, Any]:
-    """A ``validation.json``; ArtifactError for anything else."""
-    return read_artifact(path, VALIDATION_KIND, _SCHEMA, "validation")
+def load_validation(path: str | Path) -> Validation:
+    """A ``validation.json`` (or the folder holding it); anything else is one :class:`ArtifactError` line."""
+    return load_artifact(path, "validation")
 
 
 def _note(progress: Any, text: str) -> None:

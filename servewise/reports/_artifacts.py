@@ -1,10 +1,12 @@
-"""Find and read any servewise artifact by its ``kind``: the one entry point of report and gate.
+"""Find and read any servewise artifact: the one entry point of report and gate.
 
 An artifact is named by its JSON file or by the folder a command wrote
 (``result.json``, ``measured.json``, ``validation.json``, ``plan.json``); a profile is a
-JSON file. Reading checks ``kind`` and ``schema_version`` with the spine's reader, so an
-unknown file is one clear :class:`~servewise.errors.ArtifactError`, never a traceback.
-The stages' own loaders are not imported: reports read the documents, not the stages.
+JSON file. Reading goes through the spine's :func:`servewise.results.load_artifact`, so
+the views and the gate get typed records, and a file that is not one — wrong kind,
+unknown schema version, a field missing, of the wrong type or out of range, a bad
+``requests.csv`` — is one clear :class:`~servewise.errors.ArtifactError`, never a
+traceback. The stages are not imported: reports read the records, not the stages.
 """
 
 from __future__ import annotations
@@ -15,33 +17,24 @@ from typing import Any
 
 import pandas as pd
 
+from servewise import results
 from servewise.errors import ArtifactError
-from servewise.io import read_artifact, read_json
+from servewise.profile import Profile
 
 __all__ = ["KINDS", "Artifact", "load_artifact"]
 
-KINDS: dict[str, tuple[int, str]] = {
-    "profile": (1, "profile"),
-    "sim_result": (1, "simulation result"),
-    "plan": (1, "plan"),
-    "measured": (1, "load-test measurement"),
-    "validation": (1, "validation"),
-    "benchmark": (1, "benchmark"),
-}
-"""Each readable kind: its schema version and what to call it in messages."""
-
-_FOLDER_FILES = ("validation.json", "plan.json", "measured.json", "result.json", "benchmark.json")
-"""The file a command leaves in its output folder, in the order they are looked for."""
+KINDS: dict[str, tuple[int, str]] = {k: v for k, v in results.KINDS.items() if k != "expected"}
+"""Each kind reports and the gate read: its schema version and what to call it in messages."""
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """One artifact: its kind, the JSON document, where it lies and (lazily) its table."""
+    """One artifact: its kind, where it lies, its typed record and (lazily) its tables."""
 
     kind: str
     path: Path
-    data: dict[str, Any]
-    _requests: list[pd.DataFrame] = field(default_factory=list, repr=False, compare=False)
+    record: results.Artifact
+    _tables: dict[Path, pd.DataFrame | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def folder(self) -> Path:
@@ -49,44 +42,57 @@ class Artifact:
 
     @property
     def name(self) -> str:
-        """A short label for pages and verdicts: the folder for folder artifacts, else the file."""
+        """A short label for pages and verdicts: the file's path."""
         return str(self.path)
+
+    def table(self, path: Path) -> pd.DataFrame | None:
+        """The per-request table at ``path`` (checked), or None when there is no such file."""
+        if path not in self._tables:
+            self._tables[path] = results.read_requests(path) if path.is_file() else None
+        return self._tables[path]
 
     def requests(self) -> pd.DataFrame | None:
         """The per-request table beside a ``result.json`` or ``measured.json``, or None."""
         if self.kind not in ("sim_result", "measured"):
             return None
-        if not self._requests:
-            p = self.folder / "requests.csv"
-            if not p.is_file():
-                return None
-            try:
-                self._requests.append(pd.read_csv(p))
-            except (OSError, ValueError) as err:
-                raise ArtifactError(f"{p}: cannot read the per-request table ({err})") from None
-        return self._requests[0]
+        return self.table(self.folder / "requests.csv")
 
+    def _as(self, cls: type[Any]) -> Any:
+        if not isinstance(self.record, cls):
+            raise TypeError(f"{self.path} is a {self.kind}, not a {cls.__name__}")
+        return self.record
 
-def _kind_of(path: Path) -> str:
-    data = read_json(path, "artifact")
-    kind = data.get("kind") if isinstance(data, dict) else None
-    if kind not in KINDS:
-        raise ArtifactError(
-            f"{path}: not a servewise artifact (kind {kind!r}; expected one of {', '.join(KINDS)})"
-        )
-    return str(kind)
+    @property
+    def profile(self) -> Profile:
+        return self._as(Profile)  # type: ignore[no-any-return]
+
+    @property
+    def sim(self) -> results.SimResult:
+        return self._as(results.SimResult)  # type: ignore[no-any-return]
+
+    @property
+    def measured(self) -> results.Measured:
+        return self._as(results.Measured)  # type: ignore[no-any-return]
+
+    @property
+    def plan(self) -> results.Plan:
+        return self._as(results.Plan)  # type: ignore[no-any-return]
+
+    @property
+    def validation(self) -> results.Validation:
+        return self._as(results.Validation)  # type: ignore[no-any-return]
+
+    @property
+    def benchmark(self) -> results.Benchmark:
+        return self._as(results.Benchmark)  # type: ignore[no-any-return]
 
 
 def load_artifact(path: str | Path) -> Artifact:
     """Read the artifact at ``path`` (a JSON file, or a folder holding one)."""
-    p = Path(path)
-    if p.is_dir():
-        found = next((p / f for f in _FOLDER_FILES if (p / f).is_file()), None)
-        if found is None:
-            raise ArtifactError(f"{p}: no servewise artifact in this folder (looked for {', '.join(_FOLDER_FILES)})")
-        p = found
-    elif not p.exists():
-        raise ArtifactError(f"{p}: no such file or folder")
-    kind = _kind_of(p)
-    version, what = KINDS[kind]
-    return Artifact(kind=kind, path=p, data=read_artifact(p, kind, version, what))
+    p = results.find_artifact(path)
+    record = results.load_artifact(p)
+    if record.kind not in KINDS:
+        raise ArtifactError(
+            f"{p}: a {results.KINDS[record.kind][1]} is not shown or gated (reports read {', '.join(KINDS)})"
+        )
+    return Artifact(kind=record.kind, path=p, record=record)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from servewise.reports._format import seconds
 
 if TYPE_CHECKING:
-    from servewise.reports._gate import Check, GateResult
+    from servewise.reports._gate_result import Check, GateResult
 
 __all__ = ["md_escape", "render_markdown", "render_junit"]
 

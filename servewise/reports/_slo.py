@@ -25,17 +25,11 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from servewise.errors import GateError
+from servewise.results import DISTRIBUTIONS, STATS, Summary
 
 __all__ = ["DISTRIBUTIONS", "SCALARS", "STATS", "OPS", "SloExpr", "parse_slo", "metric_value"]
-
-DISTRIBUTIONS: tuple[str, ...] = ("latency_s", "queue_s", "cold_start_s", "ttft_s", "tpot_s", "itl_s")
-"""Summary keys that hold ``{mean, p50, p90, p95, p99, max}`` in seconds."""
-
-STATS: tuple[str, ...] = ("mean", "p50", "p90", "p95", "p99", "max")
-"""The statistics a distribution holds."""
 
 SCALARS: dict[str, str] = {
     "requests": "",
@@ -159,14 +153,6 @@ def parse_slo(expr: str) -> SloExpr:
     return SloExpr(text=text, metric=metric, path=path, op=m.group("op"), limit=limit, unit=unit, side=side)
 
 
-def metric_value(summary: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
+def metric_value(summary: Summary | None, path: tuple[str, ...]) -> float | None:
     """The number at ``path`` in ``summary``, or None where it is absent or null."""
-    v: Any = summary
-    for key in path:
-        if not isinstance(v, dict):
-            return None
-        v = v.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
+    return summary.metric(path) if summary is not None else None

@@ -1,10 +1,9 @@
-"""``SimResult``: the summary, timeline and per-request table of one simulation run."""
+"""Building a :class:`~servewise.results.SimResult` from an engine run: the summary, timeline and per-request table."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,44 +11,22 @@ import numpy as np
 import pandas as pd
 
 from servewise import __version__
-from servewise.config import SLO, Deployment, dump_deployment
-from servewise.io import atomic_write, read_artifact, write_json
+from servewise.config import Deployment, dump_deployment
+from servewise.results import SLO_FIELDS, SimResult, Summary, check_slo, load_artifact
 from servewise.stats import summarize
 
 from ._engine import CACHE_HIT, COMPLETED, FAILED, REJECTED, STATUS_NAMES, RawResult, Replica
 
-__all__ = ["SimResult", "SCHEMA_VERSION", "SLO_FIELDS", "load_result"]
+__all__ = ["SimResult", "SCHEMA_VERSION", "SLO_FIELDS", "build_result", "load_result"]
 
-SCHEMA_VERSION = 1
-KIND = "sim_result"
+SCHEMA_VERSION = SimResult.SCHEMA_VERSION
+KIND = SimResult.KIND
 _GIB = float(2**30)
 
 
-@dataclass(frozen=True)
-class SimResult:
-    """A simulation's outcome: ``data`` is the JSON document, ``requests`` the per-request table."""
-
-    data: dict[str, Any]
-    requests: pd.DataFrame
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        return self.data["summary"]
-
-    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``result.json`` and ``requests.csv`` atomically into ``out_dir``."""
-        d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        csv_path = d / "requests.csv"
-        atomic_write(csv_path, lambda f: self.requests.to_csv(f, index=False, lineterminator="\n"))
-        json_path = d / "result.json"
-        write_json(json_path, self.data)
-        return json_path, csv_path
-
-
-def load_result(path: str | Path) -> dict[str, Any]:
-    """Read a ``result.json``; an unknown kind or schema version is an :class:`ArtifactError`."""
-    return read_artifact(path, KIND, SCHEMA_VERSION, "simulation result")
+def load_result(path: str | Path) -> SimResult:
+    """Read a ``result.json`` (or the folder holding it); anything else is one :class:`ArtifactError` line."""
+    return load_artifact(path, "sim_result")
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -190,6 +167,7 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "warmup_s": warmup_s,
     }
     summary.update(_llm_summary(raw, counted, duration))
+    checked = Summary.model_validate(summary)
 
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -205,11 +183,11 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
             "trace_requests": len(trace),
             **_model_provenance(dep),
         },
-        "summary": summary,
+        "summary": checked,
         "pools": per_pool,
         "serverless": serverless,
         "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
-        "slo": _check_slo(dep.slo, summary) if dep.slo is not None else None,
+        "slo": check_slo(dep.slo, checked) if dep.slo is not None else None,
     }
     if raw.llm is not None:
         data["engine"] = {
@@ -258,7 +236,7 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         table["preemptions"] = llm.preemptions
     table.loc[table["replica"] < 0, "replica"] = pd.NA
     table["replica"] = table["replica"].astype("Int64")
-    return SimResult(data=data, requests=table)
+    return SimResult.from_doc(data, f"simulation of {dep.name}").with_requests(table)
 
 
 def _llm_summary(raw: RawResult, counted: np.ndarray, duration: float) -> dict[str, Any]:
@@ -316,36 +294,6 @@ def _llm_summary(raw: RawResult, counted: np.ndarray, duration: float) -> dict[s
             "max": max(r["kv_held_peak_blocks"] / r["kv_blocks"] for r in llm.kv),
         },
     }
-
-
-SLO_FIELDS: dict[str, tuple[str, str | None, str]] = {
-    "p50_latency_s": ("latency_s", "p50", "max"),
-    "p90_latency_s": ("latency_s", "p90", "max"),
-    "p95_latency_s": ("latency_s", "p95", "max"),
-    "p99_latency_s": ("latency_s", "p99", "max"),
-    "max_rejection_ratio": ("rejection_ratio", None, "max"),
-    "max_failure_ratio": ("failure_ratio", None, "max"),
-    "min_availability": ("availability", None, "min"),
-    **{f"p{q}_ttft_s": ("ttft_s", f"p{q}", "max") for q in (50, 90, 95, 99)},
-    **{f"p{q}_tpot_s": ("tpot_s", f"p{q}", "max") for q in (50, 90, 95, 99)},
-    "min_goodput_rps": ("goodput_rps", None, "min"),
-    "max_accuracy_drift": ("accuracy_drift", None, "max"),
-}
-
-
-def _check_slo(slo: SLO, summary: dict[str, Any]) -> dict[str, Any]:
-    """Each set SLO: its limit, the value, pass/fail. A missing value is a failure, never a pass."""
-    checks: dict[str, Any] = {}
-    for name, (key, sub, kind) in SLO_FIELDS.items():
-        limit = getattr(slo, name)
-        if limit is None:
-            continue
-        value = summary.get(key)
-        if sub is not None and isinstance(value, dict):
-            value = value.get(sub)
-        ok = value is not None and (value <= limit if kind == "max" else value >= limit)
-        checks[name] = {"limit": limit, "value": value, "pass": bool(ok)}
-    return {"pass": all(c["pass"] for c in checks.values()), "checks": checks}
 
 
 def _model_provenance(dep: Deployment) -> dict[str, Any]:

@@ -232,7 +232,7 @@ def test_missing_file_and_folder_out_are_refused(tmp_path: Path, arts: dict[str,
 
 
 def test_time_averaged_queue_matches_brute_force() -> None:
-    from servewise.reports._views import _mean_count
+    from servewise.reports._view_run import mean_count as _mean_count
 
     rng = np.random.default_rng(0)
     enter = rng.uniform(0, 100, 500)
