@@ -8,10 +8,15 @@ and the live router build and call the very same objects::
     cache = cache_policies.get("lru")(capacity=10_000, ttl_s=60.0)
     batching = batching_rules.get("dynamic")(max_batch_size=8, max_wait_s=0.005)
     rule = autoscale_rules.get("target_in_flight")(target=8, min_replicas=1, max_replicas=16)
+
+A deployment's objects are built in one place, :func:`from_config` (``policies =
+from_config(deployment, rng=rng)``: ``policies.balancer``, ``.cache``, ``.batching``,
+``.scaling``), which the simulator and the router both call.
 """
 
 from __future__ import annotations
 
+from servewise.policies._factory import PolicySet, batching_from_config, from_config
 from servewise.policies._registry import Registry
 from servewise.policies.balancers import (
     ConsistentHash,
@@ -44,6 +49,10 @@ from servewise.policies.scaling import (
 
 __all__ = [
     "Registry",
+    # a deployment's policies, built in one place
+    "from_config",
+    "PolicySet",
+    "batching_from_config",
     # load balancers
     "lb_policies",
     "ReplicaView",

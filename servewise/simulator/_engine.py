@@ -28,7 +28,7 @@ import simpy
 
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
-from servewise.policies import autoscale_rules, batching_rules, cache_policies, lb_policies
+from servewise.policies import PolicySet, ResponseCache, from_config
 from servewise.service import build_service
 from servewise.trace import Request, Trace
 
@@ -118,17 +118,16 @@ class RawResult:
     pool_kv: list[dict[str, Any]] | None = None  # engine 'continuous': KV capacity of each pool
 
 
-def build_cache(deployment: Deployment, trace: Trace) -> Any:
-    """The deployment's response cache (None without one); a cache needs request keys."""
-    if deployment.cache is None:
+def build_cache(policies: PolicySet, trace: Trace) -> ResponseCache | None:
+    """The deployment's response cache (``policies.cache``; None without one); a cache needs request keys."""
+    if policies.cache is None:
         return None
     if trace.key is None:
         raise ConfigError(
             "cache is configured but the trace has no request keys; add keys "
             "(e.g. --zipf-keys N --zipf-alpha A) or remove 'cache'"
         )
-    c = deployment.cache
-    return cache_policies.get(c.policy)(**c.params())
+    return policies.cache
 
 
 
@@ -197,20 +196,19 @@ class Engine:
             output_tokens=trace.output_tokens,
         ).request_times().tolist()
 
-        b = deployment.balancer  # policy name and parameters were checked by the Balancer model
-        self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
+        # built by the same factory as the live router's (policy names and parameters were checked by the config)
+        self.policies = from_config(deployment, rng=self._rng_lb)
+        self.lb = self.policies.balancer
         self.allowed_pools = allowed_pools(deployment, trace)
 
-        self.cache = build_cache(deployment, trace)
+        self.cache = build_cache(self.policies, trace)
         self.hit_latency_s = deployment.cache.hit_latency_s if deployment.cache else 0.0
 
         self.qcap = deployment.queue.capacity
         bat = deployment.batching
-        self.batching = bat is not None and (bat.max_batch_size > 1 or bat.max_wait_s > 0)
+        self.batcher = self.policies.batching
+        self.batching = self.batcher is not None
         self.max_batch = bat.max_batch_size if bat else 1
-        self.batcher = (
-            batching_rules.get("dynamic")(max_batch_size=bat.max_batch_size, max_wait_s=bat.max_wait_s) if bat else None
-        )
         if self.batching and self.qcap is not None and self.qcap < self.max_batch:
             raise ConfigError(
                 f"queue.capacity ({self.qcap}) must be >= batching.max_batch_size ({self.max_batch}): "
@@ -530,14 +528,8 @@ class Engine:
     def _autoscaler(self) -> Any:
         sc = self.dep.scaling
         assert sc.min_replicas is not None and sc.max_replicas is not None and sc.target_in_flight is not None
-        rule = autoscale_rules.get("target_in_flight")(
-            target=sc.target_in_flight,
-            min_replicas=sc.min_replicas,
-            max_replicas=sc.max_replicas,
-            scale_down_stabilization_s=sc.scale_down_stabilization_s,
-            scale_up_stabilization_s=sc.scale_up_stabilization_s,
-            tolerance=sc.tolerance,
-        )
+        rule = self.policies.scaling
+        assert rule is not None
         env = self.env
         while True:
             yield env.timeout(sc.interval_s)

@@ -53,7 +53,7 @@ import numpy as np
 
 from servewise.config import ContinuousEngine, Deployment, Pool
 from servewise.errors import ConfigError
-from servewise.policies import lb_policies
+from servewise.policies import from_config
 from servewise.profile import Variant, step_features
 from servewise.trace import Request, Trace
 
@@ -459,10 +459,10 @@ class LLMEngine:
         streams = np.random.SeedSequence(seed).spawn(3)
         self._rng_lb = np.random.default_rng(streams[0])
         noise_seeds = streams[1]
-        b = deployment.balancer
-        self.lb = lb_policies.get(b.policy)(rng=self._rng_lb, **b.params())
+        self.policies = from_config(deployment, rng=self._rng_lb)  # the live router's factory
+        self.lb = self.policies.balancer
         self.allowed_pools = allowed_pools(deployment, trace)
-        self.cache = build_cache(deployment, trace)
+        self.cache = build_cache(self.policies, trace)
         self.keys: list[int] | None = trace.key.tolist() if self.cache is not None and trace.key is not None else None
         self.hit_latency_s = deployment.cache.hit_latency_s if deployment.cache else 0.0
         self.qcap = deployment.queue.capacity
