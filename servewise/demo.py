@@ -26,15 +26,15 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from servewise.errors import ConfigError
-from servewise.io import write_json
+from servewise.io import ensure_dir, write_json
 from servewise.trace import Trace, default_trace_path, load_trace, save_trace
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VARIANTS", "LoopSettings", "demo_space_path", "demo_trace", "run_loop"]
@@ -49,9 +49,10 @@ def demo_space_path() -> Path:
     return Path(str(files("servewise") / "data" / "demo_space.yaml"))
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """What the loop does; the defaults are the README's first command."""
+class LoopSettings(BaseModel):
+    """What the loop does; the defaults are the README's first command (validated, frozen)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     out_dir: Path
     seed: int = 0
@@ -59,14 +60,14 @@ class LoopSettings:
     """Use this profile (of ``builtin:minilm``) instead of measuring one."""
     space: Path | None = None
     """A search space instead of the built-in one."""
-    rate_scale: float = 8.0
+    rate_scale: float = Field(default=8.0, gt=0)
     """Replay the excerpt this many times faster (8: 10 minutes in 75 s, about 38 req/s)."""
-    max_input_tokens: int = 128
-    max_requests: int | None = None
+    max_input_tokens: int = Field(default=128, ge=1)
+    max_requests: int | None = Field(default=None, ge=1)
     """Replay only the first N requests (advise and validate alike)."""
-    threads: int = 1
+    threads: int = Field(default=1, ge=1)
     """Intra-op threads per replica, in the profile and in the served replicas."""
-    jobs: int | None = None
+    jobs: int | None = Field(default=None, ge=1)
     """Advisor workers (default: the CPUs)."""
 
 
@@ -103,10 +104,19 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
     """
     from servewise import advisor, reports
     from servewise.loadtest.validate import validate
+
+    # 0. every input, before the first stage runs (a profile takes minutes)
+    from servewise.profile import load_profile
     from servewise.space import load_space
 
-    out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    trace = demo_trace(
+        rate_scale=settings.rate_scale, max_input_tokens=settings.max_input_tokens, max_requests=settings.max_requests
+    )
+    space_src = settings.space or demo_space_path()
+    space = load_space(space_src)
+    if settings.profile is not None:
+        load_profile(settings.profile)  # refuse a bad file before copying it
+    out = ensure_dir(settings.out_dir)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -114,9 +124,6 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
     t0 = time.perf_counter()
     profile_path = out / "profile.json"
     if settings.profile is not None:
-        from servewise.profile import load_profile
-
-        load_profile(settings.profile)  # refuse a bad file before copying it
         if Path(settings.profile).resolve() != profile_path.resolve():
             shutil.copyfile(settings.profile, profile_path)
         _step(progress, f"profile: using {settings.profile}")
@@ -125,14 +132,9 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
         _profile(profile_path, threads=settings.threads, seed=settings.seed, progress=progress)
     timings["profile_s"] = time.perf_counter() - t0
 
-    # 2. traffic and space
-    trace = demo_trace(
-        rate_scale=settings.rate_scale, max_input_tokens=settings.max_input_tokens, max_requests=settings.max_requests
-    )
+    # 2. traffic and space, kept beside the results
     trace_path = out / "trace.csv"
     save_trace(trace, trace_path)
-    space_src = settings.space or demo_space_path()
-    space = load_space(space_src)
     space_path = out / "space.yaml"
     if Path(space_src).resolve() != space_path.resolve():
         shutil.copyfile(space_src, space_path)

@@ -17,9 +17,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PARENT_ENV", "child_env", "die_with_parent"]
+__all__ = ["PARENT_ENV", "child_env", "die_with_parent", "sigterm_as_interrupt", "process_identity"]
 
 PARENT_ENV = "SERVEWISE_PARENT_PID"
 """The environment variable that tells a child which process it must not outlive."""
@@ -68,3 +70,50 @@ def _watch(parent: int, sig: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
     os.kill(os.getpid(), sig)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM (``kill``, a container stop, CI cancelling a job) acts like
+    Ctrl-C: a :class:`KeyboardInterrupt` in the main thread, so the command stops its
+    workers, keeps what it measured and exits 130 instead of dying mid-write.
+
+    Outside the main thread (where signal handlers cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def process_identity(pid: int) -> str | None:
+    """What tells process ``pid`` apart from a later process given the same number.
+
+    On Linux its start time (``/proc/PID/stat`` field 22, clock ticks since boot); elsewhere
+    its PID while it is alive. ``None`` when no such process exists.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        stat = ""
+    if stat:
+        # the command name (field 2) is in parentheses and may hold spaces: split after it
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return f"start:{fields[19]}"  # field 22 of the whole line
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return f"pid:{pid}"

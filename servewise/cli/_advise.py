@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -24,43 +25,43 @@ from servewise.cli._common import (
 from servewise.errors import CLIError
 
 
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v * 1000:,.1f}"
+
+
 def _print_plan(plan: Any, top: int) -> None:
     d = plan.data
     srch = d["search"]
     table = Table(
-        title=f"plan {d['name']} ({d['setting']}): {srch['candidates']} candidates, strategy {srch['strategy']}"
+        title=f"plan {d['name']} ({d['setting']}): {srch['candidates']} candidates, strategy {srch['strategy']}",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
     )
-    for col, just in (
-        ("#", "right"),
-        ("candidate", "left"),
-        ("$/h", "right"),
-        ("$/M req", "right"),
-        ("p95", "right"),
-        ("p99", "right"),
-        ("binding SLO", "left"),
-        ("margin", "right"),
-        ("ok", "center"),
-    ):
-        table.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
     ranked = plan.ranked()
     shown = ranked[:top] if ranked else [plan.candidate(c) for c in d["closest"]]
+    rows = []
     for k, c in enumerate(shown, 1):
         m = c["metrics"] or {}
         lat = m.get("ttft_s") if (m.get("ttft_s") or {}).get("p95") is not None else m.get("latency_s") or {}
         b = c["binding_slo"] or {}
         margin = b.get("margin")
-        table.add_row(
-            str(k),
-            escape(c["label"]),
-            _fmt(c["cost_per_hour_usd"]),
-            _fmt(c["cost_per_million_requests_usd"]),
-            _fmt((lat or {}).get("p95"), "s"),
-            _fmt((lat or {}).get("p99"), "s"),
-            escape(str(b.get("name") or "—")),
-            "—" if margin is None else f"{margin:+.1%}",
-            "[green]✓[/]" if c["feasible"] else "[red]✗[/]",
-        )
-    out.print(table, width=max(out.width, 150))
+        rows.append((
+            str(k), escape(c["label"]), f"{c['cost_per_hour_usd']:,.3f}", _fmt(c["cost_per_million_requests_usd"]),
+            _ms((lat or {}).get("p95")), _ms((lat or {}).get("p99")), escape(str(b.get("name") or "—")),
+            "—" if margin is None else f"{margin:+.1%}", "[green]✓[/]" if c["feasible"] else "[red]✗[/]",
+        ))  # fmt: skip
+    # Numbers keep their exact width; the two text columns fold into what is left, so
+    # the ranking reads at 80 columns (CI logs, pipes) as well as on a wide terminal.
+    header = ("#", "candidate", "$/h", "$/M req", "p95 ms", "p99 ms", "binding SLO", "margin", "ok")
+    for col in header:
+        if col in ("candidate", "binding SLO"):
+            table.add_column(col, overflow="fold", ratio=2 if col == "candidate" else 1)
+        else:
+            table.add_column(col, justify="center" if col == "ok" else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*r)
+    out.print(table)
     st = srch["statuses"]
     out.print(
         f"{srch['combinations']} combinations, {srch['candidates']} valid; "

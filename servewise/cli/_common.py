@@ -3,6 +3,7 @@ printers several commands share."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,16 +93,23 @@ def _fail(message: str) -> NoReturn:
 def _settings(model: type[M], flags: dict[str, str], **values: Any) -> M:
     """Build a settings model from options; a bad value is a :class:`CLIError` naming its flag.
 
-    ``flags`` maps each field to the option that sets it (``{"port": "--port"}``).
+    ``flags`` maps each field to the option that sets it (``{"port": "--port"}``); other
+    fields are named ``--field-name``.
     """
     try:
         return model(**values)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        flag = flags.get(field, f"--{field.replace('_', '-')}")
-        msg = first["msg"].removeprefix("Value error, ")
-        raise CLIError(f"{flag}: {msg} (got {first.get('input')!r})") from None
+        raise flag_error(e, flags) from None
+
+
+def flag_error(e: ValidationError, flags: dict[str, str] | None = None) -> CLIError:
+    """The first error of ``e`` as a :class:`CLIError` naming the option (the innermost field)."""
+    first = e.errors()[0]
+    fields = [str(x) for x in first["loc"] if isinstance(x, str)]
+    field = fields[-1] if fields else ""
+    flag = (flags or {}).get(field, f"--{field.replace('_', '-')}")
+    msg = first["msg"].removeprefix("Value error, ")
+    return CLIError(f"{flag}: {msg} (got {first.get('input')!r})")
 
 
 @contextmanager
@@ -132,6 +140,16 @@ ColumnMapOpt = Annotated[
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (counted) instead of failing.")]
 
 
+def _check(value: float | None, flag: str, *, gt: float | None = None, ge: float | None = None) -> None:
+    """Refuse an option value outside its range, naming the flag (``None``: not given)."""
+    if value is None:
+        return
+    bad = (not math.isfinite(value)) or (gt is not None and value <= gt) or (ge is not None and value < ge)
+    if bad:
+        bound = f"> {gt:g}" if gt is not None else f">= {ge:g}"
+        raise CLIError(f"{flag}: expected a number {bound}, got {value:g}")
+
+
 def _column_map(items: list[str] | None) -> dict[str, str] | None:
     if not items:
         return None
@@ -159,6 +177,8 @@ def _load_trace(
 ) -> Any:
     from servewise.trace import load_trace
 
+    _check(rate_scale, "--rate-scale", gt=0)
+    _check(repeat, "--repeat", ge=1)
     t = load_trace(path, format=fmt, column_map=_column_map(column_map), skip_bad_rows=skip_bad_rows)
     if skip_bad_rows and t.skipped_rows:
         err.print(f"warning: skipped {t.skipped_rows} malformed row(s) of {path}", markup=False)
@@ -175,10 +195,17 @@ def _load_trace(
         t = t.scale_rate(rate_scale)
     if repeat is not None:
         t = t.repeat(repeat)
+    return _with_keys(t, zipf_keys, zipf_alpha, seed=seed, overwrite=True)
+
+
+def _with_keys(t: Any, zipf_keys: int | None, zipf_alpha: float | None, *, seed: int, overwrite: bool) -> Any:
+    """``--zipf-keys N --zipf-alpha A``: request keys drawn from N keys (both or neither)."""
     if (zipf_keys is None) != (zipf_alpha is None):
         raise CLIError("--zipf-keys and --zipf-alpha go together: give both or neither")
+    _check(zipf_keys, "--zipf-keys", ge=1)
+    _check(zipf_alpha, "--zipf-alpha", ge=0)
     if zipf_keys is not None and zipf_alpha is not None:
-        t = t.with_zipf_keys(zipf_keys, zipf_alpha, seed=seed, overwrite=True)
+        t = t.with_zipf_keys(zipf_keys, zipf_alpha, seed=seed, overwrite=overwrite)
     return t
 
 
@@ -198,7 +225,8 @@ def _fmt(v: Any, unit: str = "") -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def _print_summary(s: dict[str, Any], title: str) -> None:
+def _print_summary(summary: BaseModel | dict[str, Any], title: str) -> None:
+    s = summary.model_dump(mode="json", by_alias=True) if isinstance(summary, BaseModel) else summary
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")

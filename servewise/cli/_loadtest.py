@@ -12,6 +12,7 @@ from servewise.cli._common import (
     EXIT_VIOLATION,
     ColumnMapOpt,
     FormatOpt,
+    _check,
     _errors,
     _fmt,
     _load_trace,
@@ -91,8 +92,9 @@ def loadtest(
     with _errors():
         if api not in (None, "openai", "predict"):
             raise CLIError(f"--api must be openai or predict, got {api!r}")
-        if processes < 1:
-            raise CLIError(f"--processes must be >= 1, got {processes}")
+        _check(processes, "--processes", ge=1)
+        _check(max_requests, "--max-requests", ge=1)
+        _check(time_scale, "--time-scale", gt=0)
         from servewise import loadtest as lt
 
         tr = _load_trace(trace, fmt, column_map, False)
@@ -155,6 +157,9 @@ def validate(
             raise CLIError("--url needs --expected (the advisor's expected.json)")
         if mode not in (None, "real", "synthetic"):
             raise CLIError(f"--mode must be real or synthetic, got {mode!r}")
+        _check(processes, "--processes", ge=1)
+        _check(max_requests, "--max-requests", ge=1)
+        _check(time_scale, "--time-scale", gt=0)
         from servewise.loadtest.validate import validate as run_validate
 
         tr = _load_trace(trace, fmt, column_map, False)

@@ -14,6 +14,7 @@ from servewise.cli._common import (
     _errors,
     _fmt,
     err,
+    flag_error,
     out,
     profile_app,
 )
@@ -158,48 +159,25 @@ def profile(
             raise CLIError("--model is required (e.g. --model builtin:tiny-gpt2)")
         if out_path is None:
             raise CLIError("--out is required (the profile JSON to write)")
-        from servewise.profiler import Grid, ProfileSettings, TimingSettings, parse_variants, run_profile
+        from pydantic import ValidationError
 
-        grid = (
-            Grid(batch_sizes=(1, 4), seq_lens=(16, 64), decode_batch_sizes=(1, 4), context_lens=(32, 128))
-            if fast
-            else Grid()
-        )
-        over = {
-            k: v
-            for k, v in {
-                "batch_sizes": _int_list(batch_sizes, "--batch-sizes"),
-                "seq_lens": _int_list(seq_lens, "--seq-lens"),
-                "decode_batch_sizes": _int_list(decode_batch_sizes, "--decode-batch-sizes"),
-                "context_lens": _int_list(context_lens, "--context-lens"),
-            }.items()
-            if v is not None
-        }
-        from dataclasses import replace
+        from servewise.profiler import ProfileSettings, parse_variants, run_profile
 
-        grid = replace(grid, **over)
-        timing = (
-            TimingSettings(budget_s=0.2, min_time_s=0.1)
-            if fast
-            else TimingSettings(budget_s=3.0, target_ci=0.01, min_time_s=1.0, rounds=5)
-            if rigorous
-            else TimingSettings()
-        )
-        if budget_s is not None:
-            if budget_s <= 0:
-                raise CLIError(f"--budget-s must be > 0, got {budget_s}")
-            timing = replace(timing, budget_s=budget_s)
-        if target_ci is not None:
-            if not 0 < target_ci < 1:
-                raise CLIError(f"--target-ci must be in (0, 1), got {target_ci}")
-            timing = replace(timing, target_ci=target_ci)
-        if rounds is not None:
-            if rounds < 1:
-                raise CLIError(f"--rounds must be >= 1, got {rounds}")
-            timing = replace(timing, rounds=rounds)
-        if threads < 0:
-            raise CLIError(f"--threads must be >= 0, got {threads}")
-        settings = ProfileSettings(grid=grid, timing=timing, threads=threads, seed=seed)
+        try:
+            settings = ProfileSettings.preset(
+                "fast" if fast else "rigorous" if rigorous else "default",
+                grid={
+                    "batch_sizes": _int_list(batch_sizes, "--batch-sizes"),
+                    "seq_lens": _int_list(seq_lens, "--seq-lens"),
+                    "decode_batch_sizes": _int_list(decode_batch_sizes, "--decode-batch-sizes"),
+                    "context_lens": _int_list(context_lens, "--context-lens"),
+                },
+                timing={"budget_s": budget_s, "target_ci": target_ci, "rounds": rounds},
+                threads=threads,
+                seed=seed,
+            )
+        except ValidationError as e:
+            raise flag_error(e) from None
         names = parse_variants(variants)
 
         def on_event(kind: str, data: dict[str, Any]) -> None:
@@ -236,7 +214,10 @@ def profile(
                     f"[red]{escape(str(data['model']) + ': ' + str(data['error']))}[/]", highlight=False, soft_wrap=True
                 )
 
-        prof = run_profile(model, names, out_path, settings, append=append, on_event=on_event)
+        from servewise.procs import sigterm_as_interrupt
+
+        with sigterm_as_interrupt():
+            prof = run_profile(model, names, out_path, settings, append=append, on_event=on_event)
         if not quiet:
             _print_profile(prof)
             out.print(f"wrote {out_path}", markup=False)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -91,15 +92,18 @@ def gate(
             write_json(json_out, res.to_dict())
         failed = [c for c in res.checks if c.status != "pass"]
         t = Table(
-            title=f"gate: {'pass' if res.passed else 'FAIL'} ({len(res.checks)} checks, {len(failed)} not passed)"
+            title=f"gate: {'pass' if res.passed else 'FAIL'} ({len(res.checks)} checks, {len(failed)} not passed)",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
         )
-        for col in ("check", "status", "detail"):
-            t.add_column(col)
+        t.add_column("check", overflow="fold", ratio=2)  # fits 80 columns: long names fold
+        t.add_column("status", no_wrap=True)
+        t.add_column("detail", overflow="fold", ratio=3)
         shown = failed + [c for c in res.checks if c.status == "pass"][: max(0, 20 - len(failed))]
         for c in shown:
             colour = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
             t.add_row(escape(c.name), f"[{colour}]{c.status}[/]", escape(c.message))
-        out.print(t, width=max(out.width, 140))
+        out.print(t)
         if len(shown) < len(res.checks):
             out.print(f"... and {len(res.checks) - len(shown)} more passing checks", markup=False)
     if res.exit_code:

@@ -19,6 +19,7 @@ from servewise.cli._common import (
     _load_trace,
     _print_summary,
     _progress,
+    _settings,
     app,
     err,
     out,
@@ -151,12 +152,15 @@ def demo(
             out.print(f"report: {page}", markup=False)
             return
         from servewise.demo import LoopSettings, run_loop
+        from servewise.procs import sigterm_as_interrupt
 
-        doc = run_loop(
-            LoopSettings(out_dir=out_dir, seed=seed, profile=profile, space=space, rate_scale=rate_scale,
-                         max_requests=max_requests, jobs=jobs),
-            progress=lambda text: err.print(text, markup=False, highlight=False),
+        loop = _settings(
+            LoopSettings, {},
+            out_dir=out_dir, seed=seed, profile=profile, space=space, rate_scale=rate_scale,
+            max_requests=max_requests, jobs=jobs,
         )  # fmt: skip
+        with sigterm_as_interrupt():
+            doc = run_loop(loop, progress=lambda text: err.print(text, markup=False, highlight=False))
         t = doc["timings_s"]
         out.print(
             "stages: "

@@ -16,6 +16,7 @@ from servewise.cli._common import (
     _errors,
     _fmt,
     _load_trace,
+    _with_keys,
     out,
     trace_app,
 )
@@ -126,9 +127,6 @@ def trace_generate_cmd(
             tokens=TokenSpec(input_mean=input_mean, input_cv=input_cv, output_mean=output_mean, output_cv=output_cv),
             **kwargs,
         )
-        if (zipf_keys is None) != (zipf_alpha is None):
-            raise CLIError("--zipf-keys and --zipf-alpha go together: give both or neither")
-        if zipf_keys is not None and zipf_alpha is not None:
-            t = t.with_zipf_keys(zipf_keys, zipf_alpha, seed=seed)
+        t = _with_keys(t, zipf_keys, zipf_alpha, seed=seed, overwrite=False)
         save_trace(t, out_path)
     out.print(f"wrote {len(t):,} requests over {t.duration_s:,.1f} s to {out_path}", markup=False)

@@ -5,6 +5,10 @@ once per model to prepare it (materialise built-ins, fp32 reference outputs, ONN
 export), then once per variant to measure it. After every event it rewrites the
 profile atomically, marked ``incomplete`` until the run ends, so Ctrl-C, a crashed
 worker or an out-of-memory kill never loses what was measured before.
+
+A run never clobbers a good file: when ``out`` already exists (a finished profile, or the
+one ``--append`` adds to), progress goes to ``<out stem>.partial<suffix>`` beside it and
+replaces ``out`` only when the run completes; a killed run leaves ``out`` as it was.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from servewise.errors import MissingExtraError, ProfileError, ProfileInterrupted
 from servewise.procs import child_env
@@ -34,20 +39,24 @@ from servewise.profiler._spec import ModelSpec, parse_spec
 from servewise.profiler._timing import TimingSettings
 from servewise.profiler._variants import VARIANTS, VariantDef, skip_reason
 
-__all__ = ["Grid", "ProfileSettings", "run_profile", "FaultInjection"]
+__all__ = ["Grid", "ProfileSettings", "PRESETS", "run_profile", "FaultInjection", "partial_path"]
 
 Event = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Batch sizes × sequence lengths; decoders get prefill and decode grids."""
+_Sizes = Annotated[tuple[Annotated[int, Field(gt=0)], ...], Field(min_length=1)]
 
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
-    seq_lens: tuple[int, ...] = (16, 32, 64, 128)
+
+class Grid(BaseModel):
+    """Batch sizes × sequence lengths; decoders get prefill and decode grids (validated, frozen)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_sizes: _Sizes = (1, 2, 4, 8)
+    seq_lens: _Sizes = (16, 32, 64, 128)
     """Classic/encoder sequence lengths, and decoder prompt lengths (prefill)."""
-    decode_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
-    context_lens: tuple[int, ...] = (32, 64, 128, 256)
+    decode_batch_sizes: _Sizes = (1, 2, 4, 8, 16)
+    context_lens: _Sizes = (32, 64, 128, 256)
     """Decoder context lengths of the decode steps."""
 
     def points(self, model_kind: str, max_len: int) -> list[tuple[str, int, int]]:
@@ -58,13 +67,49 @@ class Grid:
         return pre + dec
 
 
-@dataclass(frozen=True)
-class ProfileSettings:
-    grid: Grid = field(default_factory=Grid)
-    timing: TimingSettings = field(default_factory=TimingSettings)
-    threads: int = 0
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {"grid": {}, "timing": {}},
+    "fast": {
+        "grid": {"batch_sizes": (1, 4), "seq_lens": (16, 64), "decode_batch_sizes": (1, 4), "context_lens": (32, 128)},
+        "timing": {"budget_s": 0.2, "min_time_s": 0.1},
+    },
+    "rigorous": {"grid": {}, "timing": {"budget_s": 3.0, "target_ci": 0.01, "min_time_s": 1.0, "rounds": 5}},
+}
+"""``servewise profile --fast`` / ``--rigorous``: the grid and timing each preset starts from."""
+
+
+class ProfileSettings(BaseModel):
+    """Everything a profile run is told: grid, timing, threads, seed (validated, frozen)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grid: Grid = Field(default_factory=Grid)
+    timing: TimingSettings = Field(default_factory=TimingSettings)
+    threads: int = Field(default=0, ge=0)
     """Intra-op threads (0: every CPU this process may use)."""
     seed: int = 0
+
+    @classmethod
+    def preset(
+        cls,
+        name: str = "default",
+        *,
+        grid: dict[str, Any] | None = None,
+        timing: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> ProfileSettings:
+        """The ``name`` preset (``default``, ``fast``, ``rigorous``) with fields overridden.
+
+        ``grid`` and ``timing`` override single fields of the preset's (``None`` values are
+        ignored), e.g. ``ProfileSettings.preset("fast", timing={"budget_s": 0.5}, threads=1)``.
+        A bad value raises pydantic's ``ValidationError`` naming the field.
+        """
+        if name not in PRESETS:
+            raise ProfileError(f"unknown profile preset {name!r}; valid: {', '.join(PRESETS)}")
+        base = PRESETS[name]
+        g = {**base["grid"], **{k: v for k, v in (grid or {}).items() if v is not None}}
+        t = {**base["timing"], **{k: v for k, v in (timing or {}).items() if v is not None}}
+        return cls.model_validate({"grid": g, "timing": t, **fields})
 
     def resolved_threads(self) -> int:
         return self.threads if self.threads > 0 else usable_cpus()
@@ -171,11 +216,21 @@ def _run_worker(
         raise
 
 
+def partial_path(out: Path) -> Path:
+    """Where a run writes its progress while ``out`` holds an earlier file."""
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
 class _Recorder:
-    """Holds the profile being built and writes it after every change."""
+    """Holds the profile being built and writes it after every change.
+
+    Progress goes to ``out`` when there was no file there, else to :func:`partial_path`,
+    which replaces ``out`` on completion.
+    """
 
     def __init__(self, out: Path, hardware: Hardware, settings: ProfileSettings, existing: Profile | None) -> None:
         self.out = out
+        self.progress = partial_path(out) if out.exists() else out
         self.hardware = hardware
         self.settings = settings
         self.done: list[Variant] = list(existing.variants) if existing else []
@@ -196,15 +251,17 @@ class _Recorder:
             tool_version=_tool_version(),
             hardware=self.hardware,
             settings={
-                "grid": {k: list(v) for k, v in asdict(s.grid).items()},
-                "timing": asdict(s.timing),
+                "grid": {k: list(v) for k, v in s.grid.model_dump().items()},
+                "timing": s.timing.model_dump(),
                 "threads": s.resolved_threads(),
                 "seed": s.seed,
                 "updated_utc": _now(),
             },
             variants=variants,
         )
-        save_profile(prof, self.out)
+        save_profile(prof, self.out if complete else self.progress)
+        if complete and self.progress != self.out:
+            self.progress.unlink(missing_ok=True)
         return prof
 
 
@@ -274,8 +331,10 @@ def run_profile(
         except KeyboardInterrupt:
             prof = rec.write(complete=False)
             kept = sum(len(v.points) for v in prof.variants)
+            unchanged = f"; {out} is unchanged" if rec.progress != out else ""
             raise ProfileInterrupted(
-                f"interrupted: {kept} measured points kept in {out} (status: incomplete)", str(out)
+                f"interrupted: {kept} measured points kept in {rec.progress} (status: incomplete){unchanged}",
+                str(rec.progress),
             ) from None
         return rec.write(complete=True)
     finally:
@@ -362,7 +421,7 @@ def _measure_variant(
     plan = [list(range(k * rounds // n_proc, (k + 1) * rounds // n_proc)) for k in range(n_proc)]
     base_job = {
         "mode": "measure", "spec": spec.text, "variant": v.name, "workdir": str(mwd), "threads": threads,
-        "grid": grid, "timing": asdict(timing), "model_kind": kind,
+        "grid": grid, "timing": timing.model_dump(), "model_kind": kind,
         "onnx_paths": prepared.get("onnx_paths") or {},
         "reference_error": prepared.get("reference_error"),
     }

@@ -12,42 +12,47 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["TimingSettings", "Measurement", "measure", "stability", "median_ci", "latency_stats"]
 
 
-@dataclass(frozen=True)
-class TimingSettings:
-    """How hard to try per grid point."""
+class TimingSettings(BaseModel):
+    """How hard to try per grid point (validated on creation; frozen)."""
 
-    budget_s: float = 1.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_s: float = Field(default=1.0, gt=0)
     """Wall-clock budget for the timed repetitions of one point, all rounds together (warm-up excluded)."""
-    target_ci: float = 0.02
+    target_ci: float = Field(default=0.02, gt=0, lt=1)
     """Stop once the 95% CI of the median is within ± this fraction of the median."""
-    min_time_s: float = 0.3
+    min_time_s: float = Field(default=0.3, ge=0)
     """Time at least this long per point (all rounds together), even once the CI target is met."""
-    rounds: int = 3
+    rounds: int = Field(default=3, ge=1)
     """Passes over the grid; each point's samples are spread over them, so a slow drift of
     the machine (other load, frequency) averages out instead of biasing some points."""
-    processes: int = 3
+    processes: int = Field(default=3, ge=1)
     """Fresh worker processes the rounds are spread over (at most ``rounds``), so that
     what differs between processes (memory layout, thread placement) averages out like
     pyperf's. Variants that compile every shape (int8, TensorRT) use one process."""
-    min_samples: int = 10
-    max_samples: int = 1000
-    warmup_s: float = 0.1
+    min_samples: int = Field(default=10, ge=1)
+    max_samples: int = Field(default=1000, ge=1)
+    warmup_s: float = Field(default=0.1, ge=0)
     """At least this long (and at least 3 calls) of warm-up before timing."""
-    max_warmup_s: float = 120.0
+    max_warmup_s: float = Field(default=120.0, ge=0)
     """Warm-up stops here even if times still fall (compilation can take this long)."""
+
+    def with_(self, **changes: object) -> TimingSettings:
+        """A validated copy with ``changes``."""
+        return TimingSettings.model_validate({**self.model_dump(), **changes})
 
     def round(self) -> TimingSettings:
         """The settings of one of ``rounds`` passes (budgets split evenly)."""
         k = max(self.rounds, 1)
-        return replace(
-            self,
+        return self.with_(
             budget_s=self.budget_s / k,
             min_time_s=self.min_time_s / k,
             min_samples=max(1, -(-self.min_samples // k)),

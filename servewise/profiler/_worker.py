@@ -16,7 +16,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -230,7 +229,7 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
     my_rounds = list(job.get("rounds") or range(max(timing.rounds, 1)))
     for r in my_rounds:
         # A fresh process warms up fully; a later round in the same process briefly.
-        settings = one_round if r == my_rounds[0] else replace(one_round, warmup_s=one_round.warmup_s / 4)
+        settings = one_round if r == my_rounds[0] else one_round.with_(warmup_s=one_round.warmup_s / 4)
         for i, (phase, b, s) in enumerate(grid):
             if failed[i] is not None:
                 continue

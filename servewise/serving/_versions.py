@@ -31,6 +31,7 @@ from typing import Any
 from servewise.config import Deployment, dump_deployment, load_deployment
 from servewise.errors import ArtifactError, ConfigError
 from servewise.io import atomic_write_text, read_json, write_json
+from servewise.procs import process_identity
 
 __all__ = ["Version", "VersionStore", "DEFAULT_STATE_DIR"]
 
@@ -174,7 +175,10 @@ class VersionStore:
         return self.dir / "server.json"
 
     def register_server(self, pid: int, url: str) -> None:
-        write_json(self.server_file, {"pid": pid, "url": url, "started_utc": _utc_now()})
+        write_json(
+            self.server_file,
+            {"pid": pid, "identity": process_identity(pid), "url": url, "started_utc": _utc_now()},
+        )
 
     def unregister_server(self, pid: int) -> None:
         info = self.running_server()
@@ -182,12 +186,19 @@ class VersionStore:
             self.server_file.unlink(missing_ok=True)
 
     def running_server(self) -> dict[str, Any] | None:
-        """The live server of this deployment (its pid is alive), or None."""
+        """The live server of this deployment, or None.
+
+        A ``server.json`` left by a server that died is stale: its PID may since have gone
+        to an unrelated process. The PID counts only while that process is the one that
+        registered (same start time), so nothing else is ever signalled.
+        """
         try:
             info = json.loads(self.server_file.read_text())
             pid = int(info["pid"])
-            os.kill(pid, 0)
+            recorded = info["identity"]
         except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if recorded is None or process_identity(pid) != recorded:
             return None
         return dict(info)
 

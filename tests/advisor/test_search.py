@@ -180,6 +180,27 @@ def test_cli_infeasible_exits_1_naming_the_binding_slo(tmp_path: Path, profile: 
     assert not (out / "deploy").exists()
 
 
+def test_cli_ranking_reads_at_80_columns(tmp_path: Path, profile: Path) -> None:
+    """CI logs and pipes are 80 columns: every number whole, labels folded, nothing cut."""
+    space = {**PROOF_SPACE, "replicas": {"range": [1, 3]}, "search": {"replications": 0, "headroom": False}}
+    s, t, out = tmp_path / "space.yaml", tmp_path / "t.csv", tmp_path / "out"
+    s.write_text(yaml.safe_dump(space))
+    save_trace(_poisson(0), t)
+    r = CliRunner().invoke(app, ["advise", "--space", str(s), "--trace", str(t), "--profile", str(profile),
+                                 "--out", str(out), "--jobs", "1"], env={"COLUMNS": "80"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    plan = json.loads((out / "plan.json").read_text())
+    table = r.stdout.split("\n\n")[0] if "\n\n" in r.stdout else r.stdout
+    lines = r.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines), max(lines, key=len)
+    assert "…" not in table
+    ranked = [c for c in plan["candidates"] if c["feasible"]]
+    ranked.sort(key=lambda c: c["cost_per_hour_usd"])
+    assert f"{ranked[0]['cost_per_hour_usd']:,.3f}" in r.stdout
+    p95_ms = f"{ranked[0]['metrics']['latency_s']['p95'] * 1000:,.1f}"
+    assert p95_ms in r.stdout
+
+
 # --------------------------------------------------------------------------- the plan
 
 
