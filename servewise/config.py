@@ -622,6 +622,12 @@ class Deployment(Frozen):
                 )
         if mode == "serverless" and self.faults is not None:
             raise ValueError("faults are not modelled for scaling mode 'serverless'")
+        cap = self.queue.capacity
+        if self.batching is not None and cap is not None and cap < self.batching.max_batch_size:
+            raise ValueError(
+                f"queue.capacity ({cap}) must be >= batching.max_batch_size ({self.batching.max_batch_size}): "
+                "requests wait in the queue while a batch fills"
+            )
         if self.placement is not None:
             pool_names = {p.name for p in pools}
             for cls, allowed in self.placement.items():

@@ -214,9 +214,8 @@ def test_balancer_parameter_the_policy_does_not_take():
 
 
 def test_queue_smaller_than_a_batch_is_refused_naming_both_fields():
-    dep = parse_deployment(base(batching={"max_batch_size": 4, "max_wait_s": 0.1}, queue={"capacity": 2}))
-    with pytest.raises(ConfigError) as err:
-        simulate(dep, _trace(), seed=0)
+    with pytest.raises(ConfigError) as err:  # by the contract, before any simulation
+        parse_deployment(base(batching={"max_batch_size": 4, "max_wait_s": 0.1}, queue={"capacity": 2}))
     msg = str(err.value)
     assert "queue.capacity" in msg and "batching.max_batch_size" in msg and "(2)" in msg and "(4)" in msg
 
@@ -646,3 +645,20 @@ def test_shipped_default_deployment_loads_round_trips_and_simulates():
     res = simulate(dep, trace, seed=0)
     assert res.summary["requests"] == 400
     assert res.data["slo"] is not None
+
+
+def test_queue_smaller_than_a_batch_fails_deployment_check_not_only_simulate(tmp_path):
+    """Cross-field rules live in the contract: `deployment check`, the library and `simulate` agree."""
+    from typer.testing import CliRunner
+
+    from servewise.cli import app
+
+    p = tmp_path / "d.yaml"
+    p.write_text(
+        "replicas: 1\nservice_time: {distribution: exponential, mean_s: 0.1}\n"
+        "queue: {capacity: 2}\nbatching: {max_batch_size: 4, max_wait_s: 0.01}\n"
+    )
+    with pytest.raises(ConfigError, match=r"queue.capacity \(2\) must be >= batching.max_batch_size \(4\)"):
+        load_deployment(p)
+    r = CliRunner().invoke(app, ["deployment", "check", str(p)])
+    assert r.exit_code == 2 and "queue.capacity (2)" in r.stderr and r.stdout == ""

@@ -209,11 +209,7 @@ class Engine:
         self.batcher = self.policies.batching
         self.batching = self.batcher is not None
         self.max_batch = bat.max_batch_size if bat else 1
-        if self.batching and self.qcap is not None and self.qcap < self.max_batch:
-            raise ConfigError(
-                f"queue.capacity ({self.qcap}) must be >= batching.max_batch_size ({self.max_batch}): "
-                "requests wait in the queue while a batch fills"
-            )
+        # queue.capacity >= batching.max_batch_size is the Deployment contract's rule
 
         self.faults = deployment.faults
         self.mode = deployment.scaling.mode

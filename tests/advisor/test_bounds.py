@@ -187,6 +187,22 @@ def test_engine_bound_with_heavy_tailed_outputs(make_variant: Any) -> None:
         _below(b["ttft_s"], sim["ttft_s"], f"engine ×{servers} at {rate} rps, TTFT")
 
 
+def test_decoder_without_an_engine_is_bounded_by_its_generation_time(make_variant: Any) -> None:
+    """A decoder served request by request (no ``engine:``): one generation per slot.
+
+    Regression: the bound imported ``simulator._service``, a module that had moved, so
+    ``advise`` crashed with ModuleNotFoundError on any decoder profile without an engine.
+    """
+    v = make_variant("fp32", kind="decoder")
+    tokens = TokenSpec(input_mean=64, input_cv=0.5, output_mean=16, output_cv=0.5)
+    tr = poisson(rate_rps=2, duration_s=120, seed=2, tokens=tokens)
+    for servers in (1, 2):
+        dep = _profiled(v, replicas=servers)
+        b = lower_bounds(dep, tr)
+        assert b is not None
+        _below(b["latency_s"], simulate(dep, tr, seed=0).summary["latency_s"], f"decoder ×{servers}")
+
+
 # --------------------------------------------------------------------------- pruning
 
 
