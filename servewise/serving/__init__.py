@@ -77,9 +77,22 @@ async def _serve(dep: Any, path: Path, s: ServeSettings, store: VersionStore | N
     from aiohttp import web
 
     from servewise.serving._router import Router
+    from servewise.serving._warn import install_accept_error_handler
 
+    install_accept_error_handler(asyncio.get_running_loop())  # out of file descriptors: one line per 10 s, not a flood
     router = Router(dep, path, s)
-    runner = web.AppRunner(router.app(), access_log=None, handle_signals=False, shutdown_timeout=s.drain_timeout_s)
+    runner = web.AppRunner(
+        router.app(),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=s.drain_timeout_s,
+        # aiohttp closes a connection that has not sent a whole request within this long of opening
+        # (or of its previous answer): the header timeout; the body's is the router's (ServeSettings)
+        keepalive_timeout=s.header_timeout_s,
+        # after an answer given before the body was read (401, 408, 413), read and drop the rest of
+        # it for at most this long, then close: a slow client cannot hold the connection beyond it
+        lingering_time=min(s.body_timeout_s, 10.0),
+    )
     await runner.setup()
     site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
     try:

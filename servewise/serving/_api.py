@@ -11,19 +11,24 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["CompletionBody", "PredictBody", "first_error", "prompt_tokens"]
+__all__ = ["CompletionBody", "PredictBody", "first_error", "prompt_tokens", "MAX_TOKEN_ID"]
+
+
+MAX_TOKEN_ID = 2**31 - 1
+"""Largest token id a request may send (no vocabulary is near it; a larger one is a client's bug)."""
 
 
 def _check_prompt(v: str | list[int]) -> str | list[int]:
     if len(v) == 0:
         raise ValueError("must not be empty")
-    if isinstance(v, list) and any(t < 0 for t in v):
-        raise ValueError("token ids must be >= 0")
+    if isinstance(v, list) and any(t < 0 or t > MAX_TOKEN_ID for t in v):
+        bad = next(t for t in v if t < 0 or t > MAX_TOKEN_ID)
+        raise ValueError(f"token ids must be in [0, {MAX_TOKEN_ID}], got {bad}")
     return v
 
 
 Prompt = Annotated[str | list[int], AfterValidator(_check_prompt)]
-"""A prompt: a non-empty text, or a non-empty list of token ids >= 0."""
+"""A prompt: a non-empty text, or a non-empty list of token ids in ``[0, MAX_TOKEN_ID]``."""
 
 
 class _Body(BaseModel):

@@ -100,6 +100,10 @@ class Executor(Protocol):
         """Whether a request may ask for its tokens as they are generated."""
         ...
 
+    def limits(self) -> dict[str, Any]:
+        """What the router may check up front: ``kind``, ``window_tokens`` and ``vocab_size`` (None: unknown)."""
+        ...
+
     async def run(self, items: Sequence[Item], emit: Emit | None) -> list[Output]:
         """Run one batch; ``emit`` (None when no member streams) gets every token as it exists."""
         ...
@@ -186,6 +190,9 @@ class SyntheticExecutor:
     def streams(self) -> bool:
         return True
 
+    def limits(self) -> dict[str, Any]:
+        return {"kind": None if self.kind == "distribution" else self.kind, "window_tokens": None, "vocab_size": None}
+
     def _token_offsets_s(self, total_s: float, items: Sequence[Item]) -> np.ndarray:
         """When each of the batch's generated tokens exists, seconds after the batch starts."""
         o = max(it.output_tokens for it in items)
@@ -237,8 +244,9 @@ class TorchExecutor:
       mean-pooled embedding over the member's own tokens;
     - classic: one forward pass of the right-padded ids; the result is the member's row.
 
-    Token ids: the request's own (clipped into ``[1, vocab - 1]``), its ``text`` through
-    the model's tokenizer, or ``input_tokens`` deterministic ids.
+    Token ids: the request's own (an id outside the vocabulary is a :class:`RequestError`;
+    0 is read as 1), its ``text`` through the model's tokenizer, or ``input_tokens``
+    deterministic ids.
     """
 
     def __init__(self, variant: Variant, *, concurrency: int, threads: int, seed: int, workdir: Path) -> None:
@@ -313,7 +321,11 @@ class TorchExecutor:
                 "output_tokens", f"expected <= {max_len - 1} (the model's max_len {max_len} less one prompt token), got {output_tokens}"
             )
         if token_ids is not None:
-            ids = np.clip(np.asarray(token_ids, dtype=np.int64), 1, max(loaded.vocab_size - 1, 1))
+            vocab = int(loaded.vocab_size)
+            bad = next((t for t in token_ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise RequestError("token_ids", f"expected ids in [0, {vocab - 1}] (the model's vocabulary), got {bad}")
+            ids = np.maximum(np.asarray(token_ids, dtype=np.int64), 1)
         elif text is not None:
             if loaded.tokenizer is None:
                 raise RequestError("text", f"{self.variant.model} has no tokenizer: send token_ids or input_tokens")
@@ -333,6 +345,12 @@ class TorchExecutor:
 
     def streams(self) -> bool:
         return self.kind == "decoder"
+
+    def limits(self) -> dict[str, Any]:
+        loaded = self._loaded
+        if loaded is None:
+            return {"kind": self.kind, "window_tokens": None, "vocab_size": None}
+        return {"kind": self.kind, "window_tokens": int(loaded.max_len), "vocab_size": int(loaded.vocab_size)}
 
     async def run(self, items: Sequence[Item], emit: Emit | None) -> list[Output]:
         loop = asyncio.get_running_loop()

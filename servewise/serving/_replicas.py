@@ -2,7 +2,7 @@
 
 A :class:`Replica` is one ``python -m serving._worker`` process: it binds an ephemeral
 port on 127.0.0.1, loads the model (the real cold start) and then prints one JSON line
-``{"event": "ready", "port": ...}``. The router tracks what a load balancer may read
+``{"event": "ready", "port": ..., "limits": {...}}``. The router tracks what a load balancer may read
 about it (:class:`servewise.policies.ReplicaView`: ``id``, ``outstanding``, ``weight``)
 and its state:
 
@@ -88,6 +88,8 @@ class Replica:
         self.health_failures = 0
         self.queued = 0  # from the worker's last health report
         self.error: str | None = None
+        self.limits: dict[str, Any] = {}
+        """What the worker reported of its model: ``kind``, ``window_tokens``, ``vocab_size`` (None: unknown)."""
         self.proc: asyncio.subprocess.Process | None = None
         self.ready_event = asyncio.Event()
         self.gone_event = asyncio.Event()  # set when the process exited (any reason)
@@ -141,6 +143,8 @@ class Replica:
         if msg.get("event") == "ready":
             self.port = int(msg["port"])
             self.load_s = float(msg.get("load_s", 0.0))
+            limits = msg.get("limits")
+            self.limits = limits if isinstance(limits, dict) else {}
             if self.state == STARTING:
                 self.state = READY
                 self.ready_at = time.monotonic()

@@ -3,8 +3,8 @@
 Each record is one line written with a single ``write`` on a file opened in append mode,
 so a crash leaves whole lines only (at most the last one missing), and several readers
 may tail the file while the server runs. Sampling is seeded: the same seed and request
-order log the same requests. Failed and rejected requests are always logged (they are
-what an operator looks for); ``sample`` applies to served ones.
+order log the same requests. Failed, rejected and invalid (4xx) requests are always
+logged (they are what an operator looks for); ``sample`` applies to served ones.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ _REDACTED_FIELDS = ("prompt", "response")
 
 def _digest(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # the router refuses text that is not Unicode; should one still come, hash it rather than fail the request
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class RequestLog:

@@ -31,14 +31,21 @@ class ServeSettings(BaseModel):
     max_pending: int | None = Field(default=None, ge=1)
     """Requests inside the router at once; more get 429 (default: from the queue capacities)."""
     upstream_timeout_s: float | None = Field(default=None, gt=0)
-    """Longest a replica may take over one request before it counts as hung: the request is
-    retried on another replica and the replica ejected. Default: from the SLO and the
-    profile (see ``Router``): 10 × the SLO's latency limit, or 10 × the slowest profiled
-    time of a full batch, at least 30 s."""
+    """Longest a replica may stay silent on one request before it counts as hung: it is ejected
+    and the request retried on another replica (``faults.max_retries``), each time counted in
+    ``servewise_errors_total{reason="timeout"}``. It bounds the whole answer, and for a stream
+    each wait between two reads, so a stream that stalls is caught too. Default (None), at
+    least 30 s: 10 × the SLO's largest ``p*_latency_s`` limit; without one, 10 × the slowest of
+    200 seeded draws of a full batch (``max_batch_size`` requests of the longest profiled input,
+    1024 tokens without a profile; decoders generate ``max_tokens``) on the slowest pool, times
+    (1 + the full batches a full queue holds ahead of a request per slot; an unbounded queue
+    counts as 256 requests)."""
     header_timeout_s: float = Field(default=10.0, gt=0)
-    """A client has this long to send its request line and headers (slow-loris guard)."""
+    """A connection has this long, from its opening or its previous answer, to send a whole request
+    line and headers; else it is closed (slow-loris guard; also the keep-alive idle limit)."""
     body_timeout_s: float = Field(default=30.0, gt=0)
-    """A client has this long to send its request body."""
+    """A client has this long to send its request body once its headers are in; else 408 and the
+    connection is closed."""
     health_interval_s: float = Field(default=1.0, gt=0)
     eject_after: int = Field(default=2, ge=1)
     """Consecutive failed health checks that eject a replica."""

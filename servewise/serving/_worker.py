@@ -7,7 +7,8 @@
 
 The worker binds ``127.0.0.1:PORT`` (0: an ephemeral port), loads and warms up the model
 (the cold start; synthetic mode sleeps the deployment's cold start instead), then prints
-one JSON line to stdout, ``{"event": "ready", "port", "pid", "load_s"}``, or on a failure
+one JSON line to stdout, ``{"event": "ready", "port", "pid", "load_s", "limits"}`` (``limits``:
+the model's ``kind``, ``window_tokens`` and ``vocab_size``, None where unknown), or on a failure
 to start ``{"event": "error", "message"}`` and exits 1. Nothing else goes to stdout; logs
 go to stderr. SIGTERM (or SIGINT) drains: new requests get 503, queued and running work
 finishes, then the process exits 0.
@@ -50,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from servewise.config import Batching, load_deployment
 from servewise.errors import ConfigError, ServewiseError
-from servewise.policies.batching import BatchingRule, batching_rules
+from servewise.policies import BatchingRule, batching_from_config
 from servewise.procs import die_with_parent
 from servewise.serving._executor import Emit, Executor, Item, Output, RequestError, build_executor
 
@@ -130,13 +131,11 @@ class Batcher:
         self._executor = executor
         self._concurrency = concurrency
         self._capacity = capacity
-        # as the simulator: max_batch_size 1 without a wait is no batching at all
-        self._rule: BatchingRule | None = None
+        # the simulator's rule, from the same factory (max_batch_size 1 without a wait is no batching at all)
+        self._rule: BatchingRule | None = batching_from_config(batching)
         self._max_batch = 1
-        if batching is not None and (batching.max_batch_size > 1 or batching.max_wait_s > 0):
-            self._rule = batching_rules.get("dynamic")(
-                max_batch_size=batching.max_batch_size, max_wait_s=batching.max_wait_s
-            )
+        if self._rule is not None:
+            assert batching is not None
             self._max_batch = batching.max_batch_size
             if capacity is not None and capacity < self._max_batch:
                 raise ConfigError(
@@ -309,6 +308,8 @@ def _validation_message(err: ValidationError) -> str:
 def _parse(body: bytes) -> InferRequest | web.Response:
     try:
         data = json.loads(body)
+    except RecursionError:
+        return _error(400, "body: expected JSON, got JSON nested too deeply")
     except ValueError as err:
         return _error(400, f"body: expected JSON, got invalid JSON ({err})")
     if not isinstance(data, dict):
@@ -519,7 +520,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
         load_s = time.perf_counter() - t0
         state.phase = "ready"
         log.info("replica %s (%s mode) ready on port %d after %.3f s", state.replica_id, args.mode, port, load_s)
-        _emit(out, "ready", port=port, pid=os.getpid(), load_s=load_s)
+        _emit(out, "ready", port=port, pid=os.getpid(), load_s=load_s, limits=executor.limits())
         await stop.wait()
         state.phase = "draining"
         log.info("replica %s: draining %d queued, %d running", state.replica_id, batcher.queued, batcher.running)

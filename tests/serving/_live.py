@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from servewise.procs import child_env
 from servewise.serving import ServerProcess, start_server
 
 
@@ -96,3 +97,55 @@ def burst(url: str, n: int, body: dict[str, Any] | None = None, headers: dict[st
             )
 
     return asyncio.run(run())
+
+
+_SERVE_WITH = """
+import sys
+from pathlib import Path
+from servewise.serving import ServeSettings, serve
+settings = ServeSettings.model_validate_json(sys.argv[2])
+sys.exit(serve(sys.argv[1], settings, state_dir=Path(sys.argv[3]), ready_file=Path(sys.argv[4])))
+"""
+
+
+def start_with(tmp_path: Path, deployment: Path, *, nofile: int | None = None, **settings: Any) -> ServerProcess:
+    """``servewise.serving.serve`` in a child process, with ServeSettings the CLI has no option for.
+
+    Synthetic mode on 127.0.0.1, port 0; ``nofile`` lowers the child's file-descriptor limit.
+    """
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "server"
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready = workdir / "server-ready.json"
+    ready.unlink(missing_ok=True)
+    err_path = workdir / "server.log"
+    doc = json.dumps({"mode": "synthetic", "port": 0, **{k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}})
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    cmd = [sys.executable, "-c", _SERVE_WITH, str(deployment), doc, str(workdir / "state"), str(ready)]
+    with open(err_path, "ab") as err_f:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_f, preexec_fn=limit, env=child_env()
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ready.exists():
+            try:
+                info = json.loads(ready.read_text())
+            except ValueError:
+                info = None
+            if info is not None:
+                return ServerProcess(info["url"], proc.pid, info, proc, err_path)
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with code {proc.returncode}: {err_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"the server was not ready within 60 s: {err_path.read_text()[-2000:]}")

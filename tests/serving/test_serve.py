@@ -276,11 +276,13 @@ def test_request_log_samples_and_redacts(server, tmp_path):
     s = server("--log-requests", str(log), "--log-sample", "0.5", replicas=1, service_time=_det(0.005), queue={"capacity": 0})
     for _ in range(40):
         requests.post(f"{s.url}/v1/completions", json={"prompt": "secret words here", "max_tokens": 2}, timeout=5)
-    requests.post(f"{s.url}/v1/completions", data=b"{bad", timeout=5)  # a 400 is not a request the model saw
+    requests.post(f"{s.url}/v1/completions", data=b"{bad", timeout=5)  # a 400: logged always, no prompt to log
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     served = [x for x in lines if x["status"] == "completed"]
     assert 10 <= len(served) <= 30  # about half of 40, seeded
-    assert all("prompt" not in x and len(x["prompt_sha256"]) == 64 for x in lines)
+    (invalid,) = [x for x in lines if x["status"] == "invalid"]
+    assert invalid["http_status"] == 400 and invalid["prompt"] is None and "invalid JSON" in invalid["error"]
+    assert all("prompt" not in x and len(x["prompt_sha256"]) == 64 for x in lines if x is not invalid)
     assert "secret" not in log.read_text()
     assert {"latency_s", "replica", "batch_size", "input_tokens", "output_tokens"} <= set(served[0])
 
