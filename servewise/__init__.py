@@ -41,6 +41,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Plan": ("servewise.advisor", "Plan"),
     "load_plan": ("servewise.advisor", "load_plan"),
     "load_measured": ("servewise.loadtest", "load_measured"),
+    "load_artifact": ("servewise.results", "load_artifact"),
 }
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "Plan",
     "load_plan",
     "load_measured",
+    "load_artifact",
 ]
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
@@ -69,6 +71,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from servewise.loadtest import load_measured
     from servewise.profile import Profile, load_profile
     from servewise.profiler import run_profile
+    from servewise.results import load_artifact
     from servewise.simulator import SimResult, load_result, simulate
     from servewise.space import SearchSpace, load_space
     from servewise.trace import Trace, load_trace

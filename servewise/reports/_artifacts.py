@@ -23,7 +23,7 @@ from servewise.profile import Profile
 
 __all__ = ["KINDS", "Artifact", "load_artifact"]
 
-KINDS: dict[str, tuple[int, str]] = {k: v for k, v in results.KINDS.items() if k != "expected"}
+KINDS: dict[str, tuple[int, str]] = {k: v for k, v in results.KINDS.items() if k not in ("expected", "gate_result")}
 """Each kind reports and the gate read: its schema version and what to call it in messages."""
 
 

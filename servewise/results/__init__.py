@@ -18,7 +18,8 @@ the field of anything it cannot accept, in one line::
 
 Records (their JSON ``kind``): :class:`SimResult` (``sim_result``), :class:`Plan`
 (``plan``), :class:`Measured` (``measured``), :class:`Validation` (``validation``),
-:class:`Expected` (``expected``), :class:`Benchmark` (``benchmark``); profiles are
+:class:`Expected` (``expected``), :class:`Benchmark` (``benchmark``),
+:class:`GateResult` (``gate_result``, what ``servewise gate --json`` writes); profiles are
 :class:`servewise.profile.Profile`. Shared parts: :class:`Summary` (the keys simulated and
 measured runs share), :class:`Percentiles`, :class:`SloCheck` / :class:`SloResult` and
 :func:`check_slo`, the one place a deployment's SLO is judged on a summary.
@@ -26,6 +27,7 @@ measured runs share), :class:`Percentiles`, :class:`SloCheck` / :class:`SloResul
 
 from servewise.results._base import ArtifactRecord, Record, format_error
 from servewise.results._benchmark import Benchmark, Case
+from servewise.results._gate import Check, CheckKind, GateResult, Status
 from servewise.results._loadtest import (
     Expected,
     Generator,
@@ -120,9 +122,13 @@ __all__ = [
     "Robustness",
     "RobustMetric",
     "Headroom",
-    # benchmarks
+    # benchmarks and the gate
     "Benchmark",
     "Case",
+    "GateResult",
+    "Check",
+    "CheckKind",
+    "Status",
     # per-request tables
     "STATUSES",
     "SERVED",

@@ -11,17 +11,18 @@ from servewise.io import read_json
 from servewise.profile import PROFILE_SCHEMA_VERSION, Profile
 from servewise.results._base import ArtifactRecord, format_error
 from servewise.results._benchmark import Benchmark
+from servewise.results._gate import GateResult
 from servewise.results._loadtest import Expected, Measured, Validation
 from servewise.results._plan import Plan
 from servewise.results._sim import SimResult
 
 __all__ = ["KINDS", "FOLDER_FILES", "Artifact", "find_artifact", "load_artifact", "artifact_from_doc"]
 
-Artifact = Profile | SimResult | Plan | Measured | Validation | Benchmark | Expected
+Artifact = Profile | SimResult | Plan | Measured | Validation | Benchmark | Expected | GateResult
 """Any record :func:`load_artifact` returns."""
 
 _RECORDS: dict[str, type[ArtifactRecord]] = {
-    r.KIND: r for r in (SimResult, Plan, Measured, Validation, Benchmark, Expected)
+    r.KIND: r for r in (SimResult, Plan, Measured, Validation, Benchmark, Expected, GateResult)
 }
 
 KINDS: dict[str, tuple[int, str]] = {
@@ -55,7 +56,7 @@ def artifact_from_doc(doc: Any, source: str | Path, kind: str | None = None) -> 
     if kind is not None and got != kind:
         if kind not in KINDS:
             raise ArtifactError(f"unknown artifact kind {kind!r}; expected one of {', '.join(KINDS)}")
-        raise ArtifactError(f"{source}: expected a {KINDS[kind][1]} (kind '{kind}'), got kind {got!r}")
+        raise ArtifactError(f"{source}: expected kind '{kind}' (a {KINDS[kind][1]}), got kind {got!r}")
     if got not in KINDS:
         raise ArtifactError(f"{source}: not a servewise artifact (kind {got!r}; expected one of {', '.join(KINDS)})")
     version, what = KINDS[got]
@@ -105,6 +106,8 @@ def load_artifact(path: str | Path, kind: Literal["benchmark"]) -> Benchmark: ..
 @overload
 def load_artifact(path: str | Path, kind: Literal["expected"]) -> Expected: ...
 @overload
+def load_artifact(path: str | Path, kind: Literal["gate_result"]) -> GateResult: ...
+@overload
 def load_artifact(path: str | Path, kind: str | None = None) -> Artifact: ...
 
 
@@ -112,7 +115,7 @@ def load_artifact(path: str | Path, kind: str | None = None) -> Artifact:
     """Read the artifact at ``path``: a JSON file, or the folder a command wrote it to.
 
     Returns its typed record (:class:`SimResult`, :class:`Plan`, :class:`Measured`,
-    :class:`Validation`, :class:`Benchmark`, :class:`Expected`, or a
+    :class:`Validation`, :class:`Benchmark`, :class:`Expected`, :class:`GateResult`, or a
     :class:`~servewise.profile.Profile`). ``kind`` requires that kind. Anything else —
     no such file, not JSON, another kind, an unknown schema version, a field of the
     wrong type or out of range — is one :class:`~servewise.errors.ArtifactError` line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,40 +53,25 @@ def _alive_integral(timeline: list[tuple[float, int]], t0: float, t1: float) -> 
     return total, peak
 
 
-def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
-    """Summarise an engine run. Requests arriving before ``warmup_s`` are left out of the summary."""
-    trace = raw.trace
+@dataclass
+class _Fleet:
+    """Replica-time, busy time, availability and cost over every pool (and serverless billing)."""
+
+    pools: list[dict[str, Any]] = field(default_factory=list)
+    serverless: dict[str, Any] | None = None
+    cost: float = 0.0
+    up_s: float = 0.0
+    down_s: float = 0.0
+    busy_s: float = 0.0
+    capacity_s: float = 0.0
+    """Up time × concurrency: the slot-seconds that could have been busy."""
+
+
+def _fleet(raw: RawResult) -> _Fleet:
     dep = raw.deployment
-    arrival = trace.arrival_s
-    status = raw.status
-    counted = arrival >= warmup_s
-    st = status[counted]
-    served = (st == COMPLETED) | (st == CACHE_HIT)
-    n_req = int(counted.sum())
-    n_completed = int(served.sum())
-    n_hits = int((st == CACHE_HIT).sum())
-    n_rejected = int((st == REJECTED).sum())
-    n_failed = int((st == FAILED).sum())
-
-    lat = (raw.end_s - arrival)[counted][served]
-    on_replica = st == COMPLETED
-    queue = (raw.start_s - raw.dispatch_s - raw.cold_start_s)[counted][on_replica]
-    queue = np.maximum(queue, 0.0)
-    cold = raw.cold_start_s[counted][on_replica]
-
-    t0 = float(arrival[counted][0]) if n_req else float(warmup_s)
     horizon = raw.horizon_s
-    duration = max(horizon - t0, 0.0)
-
-    # replica-time, busy time, availability and cost per pool
-    pools = dep.resolved_pools()
-    per_pool: list[dict[str, Any]] = []
-    total_cost = 0.0
-    total_up = 0.0
-    total_down = 0.0
-    total_busy = 0.0
-    total_cap = 0.0
-    for pi, pool in enumerate(pools):
+    out = _Fleet()
+    for pi, pool in enumerate(dep.resolved_pools()):
         reps = [r for r in raw.replicas if r.pool == pi]
         # the engine closes every replica: ended_at is set (a serverless one may end after the horizon)
         ends = [min(_ended(r), horizon) for r in reps]
@@ -98,12 +84,12 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         conc = pool.concurrency if pool.concurrency is not None else dep.concurrency
         billed_s = sum(_ended(r) - r.launched_at for r in reps)
         cost = pool.price_per_hour_usd * billed_s / 3600.0
-        total_cost += cost
-        total_up += up_s
-        total_down += down_s
-        total_busy += busy_s
-        total_cap += up_s * conc
-        per_pool.append(
+        out.cost += cost
+        out.up_s += up_s
+        out.down_s += down_s
+        out.busy_s += busy_s
+        out.capacity_s += up_s * conc
+        out.pools.append(
             {
                 "name": pool.name,
                 "instance_type": pool.instance_type,
@@ -112,31 +98,46 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
                 "replica_seconds": alive_s,
                 "busy_slot_seconds": busy_s,
                 "utilisation": _ratio(busy_s, up_s * conc),
-                "requests": int(((raw.pool == pi) & (status == COMPLETED)).sum()),
+                "requests": int(((raw.pool == pi) & (raw.status == COMPLETED)).sum()),
                 "cost_usd": cost,
             }
         )
-
-    serverless: dict[str, Any] | None = None
     sc = dep.scaling
     if sc.mode == "serverless":
         lifetime_s = sum(_ended(r) - r.launched_at for r in raw.replicas)
         billed_seconds = raw.serverless_busy_s if sc.billing == "busy" else lifetime_s
         gb = (sc.memory_bytes or 0) / _GIB
         gb_s = billed_seconds * gb
-        billed_requests = int((status == COMPLETED).sum())  # requests an instance served (no faults here)
+        billed_requests = int((raw.status == COMPLETED).sum())  # requests an instance served (no faults here)
         cost = gb_s * sc.price_per_gb_second_usd + billed_requests * sc.price_per_request_usd
-        total_cost += cost
-        serverless = {
+        out.cost += cost
+        out.serverless = {
             "billing": sc.billing,
             "billed_seconds": billed_seconds,
             "gb_seconds": gb_s,
             "billed_requests": billed_requests,
             "cost_usd": cost,
         }
+    return out
 
+
+def _summary(raw: RawResult, counted: np.ndarray, warmup_s: float, fleet: _Fleet) -> Summary:
+    """The summary over the counted requests (those arriving at or after ``warmup_s``)."""
+    dep = raw.deployment
+    arrival = raw.trace.arrival_s
+    st = raw.status[counted]
+    served = (st == COMPLETED) | (st == CACHE_HIT)
+    n_req = int(counted.sum())
+    n_completed = int(served.sum())
+    n_hits = int((st == CACHE_HIT).sum())
+    n_rejected = int((st == REJECTED).sum())
+    n_failed = int((st == FAILED).sum())
+    on_replica = st == COMPLETED
+    queue = np.maximum((raw.start_s - raw.dispatch_s - raw.cold_start_s)[counted][on_replica], 0.0)
+    t0 = float(arrival[counted][0]) if n_req else float(warmup_s)
+    horizon = raw.horizon_s
+    duration = max(horizon - t0, 0.0)
     mean_replicas_int, max_replicas = _alive_integral(raw.timeline, 0.0, horizon)
-    cold_wait = raw.cold_start_s[counted] > 0
     summary: dict[str, Any] = {
         "requests": n_req,
         "completed": n_completed,
@@ -145,10 +146,10 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "failed": n_failed,
         "rejection_ratio": _ratio(n_rejected, n_req),
         "failure_ratio": _ratio(n_failed, n_req),
-        "latency_s": summarize(lat),
+        "latency_s": summarize((raw.end_s - arrival)[counted][served]),
         "queue_s": summarize(queue),
-        "cold_start_s": summarize(cold),
-        "cold_start_requests": int(cold_wait.sum()),
+        "cold_start_s": summarize(raw.cold_start_s[counted][on_replica]),
+        "cold_start_requests": int((raw.cold_start_s[counted] > 0).sum()),
         "throughput_rps": _ratio(n_completed, duration),
         # every request looks the cache up once, on arrival (retries do not)
         "cache_hit_ratio": _ratio(n_hits, n_req) if dep.cache is not None else None,
@@ -157,61 +158,36 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "retries": int(raw.retries[counted].sum()),
         "mean_replicas": mean_replicas_int / horizon if horizon > 0 else float(max_replicas),
         "max_replicas": max_replicas,
-        "utilisation": _ratio(total_busy, total_cap),
-        "availability": _ratio(total_up, total_up + total_down),
+        "utilisation": _ratio(fleet.busy_s, fleet.capacity_s),
+        "availability": _ratio(fleet.up_s, fleet.up_s + fleet.down_s),
         "duration_s": duration,
-        "cost_usd": total_cost,
-        "cost_per_million_requests_usd": _ratio(total_cost * 1e6, n_completed),
-        "cost_per_hour_usd": _ratio(total_cost * 3600.0, horizon),
+        "cost_usd": fleet.cost,
+        "cost_per_million_requests_usd": _ratio(fleet.cost * 1e6, n_completed),
+        "cost_per_hour_usd": _ratio(fleet.cost * 3600.0, horizon),
         "accuracy_drift": dep.model.resolved.accuracy_drift if dep.model is not None and dep.model.resolved else None,
         "warmup_s": warmup_s,
     }
     summary.update(_llm_summary(raw, counted, duration))
-    checked = Summary.model_validate(summary)
+    return Summary.model_validate(summary)
 
-    data: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "tool": "servewise",
-            "version": __version__,
-            "seed": raw.seed,
-            "deployment_name": dep.name,
-            "deployment_sha256": hashlib.sha256(dump_deployment(dep).encode()).hexdigest(),
-            "trace_source": trace.source,
-            "trace_sha256": trace.content_hash(),
-            "trace_requests": len(trace),
-            **_model_provenance(dep),
-        },
-        "summary": checked,
-        "pools": per_pool,
-        "serverless": serverless,
-        "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
-        "slo": check_slo(dep.slo, checked) if dep.slo is not None else None,
-    }
-    if raw.llm is not None:
-        data["engine"] = {
-            "kind": "continuous",
-            "pools": raw.pool_kv,
-            "replicas": raw.llm.kv,
-            "iterations": raw.llm.iterations,
-            "fast_forward_spans": raw.llm.spans,
-            "rejections": raw.llm.rejections,
-        }
 
-    latency = raw.end_s - arrival
+def _requests_table(raw: RawResult, counted: np.ndarray) -> pd.DataFrame:
+    """One row per request of the trace (``requests.csv``), warm-up included and marked."""
+    trace = raw.trace
+    arrival = trace.arrival_s
+    pools = raw.deployment.resolved_pools()
     queue_all = np.where(np.isnan(raw.start_s), np.nan, np.maximum(raw.start_s - raw.dispatch_s - raw.cold_start_s, 0.0))
     table = pd.DataFrame(
         {
             "id": np.arange(len(trace)),
             "arrival_s": arrival,
-            "status": np.asarray(STATUS_NAMES, dtype=object)[status],
+            "status": np.asarray(STATUS_NAMES, dtype=object)[raw.status],
             "pool": np.where(raw.pool >= 0, np.asarray([p.name for p in pools] + [""], dtype=object)[raw.pool], ""),
             "replica": np.where(raw.replica >= 0, raw.replica, -1),
             "dispatch_s": raw.dispatch_s,
             "start_s": raw.start_s,
             "end_s": raw.end_s,
-            "latency_s": latency,
+            "latency_s": raw.end_s - arrival,
             "queue_s": queue_all,
             "cold_start_s": raw.cold_start_s,
             "retries": raw.retries,
@@ -236,7 +212,46 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         table["preemptions"] = llm.preemptions
     table.loc[table["replica"] < 0, "replica"] = pd.NA
     table["replica"] = table["replica"].astype("Int64")
-    return SimResult.from_doc(data, f"simulation of {dep.name}").with_requests(table)
+    return table
+
+
+def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
+    """Summarise an engine run. Requests arriving before ``warmup_s`` are left out of the summary."""
+    trace = raw.trace
+    dep = raw.deployment
+    counted = trace.arrival_s >= warmup_s
+    fleet = _fleet(raw)
+    summary = _summary(raw, counted, warmup_s, fleet)
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "tool": "servewise",
+            "version": __version__,
+            "seed": raw.seed,
+            "deployment_name": dep.name,
+            "deployment_sha256": hashlib.sha256(dump_deployment(dep).encode()).hexdigest(),
+            "trace_source": trace.source,
+            "trace_sha256": trace.content_hash(),
+            "trace_requests": len(trace),
+            **_model_provenance(dep),
+        },
+        "summary": summary,
+        "pools": fleet.pools,
+        "serverless": fleet.serverless,
+        "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
+        "slo": check_slo(dep.slo, summary) if dep.slo is not None else None,
+    }
+    if raw.llm is not None:
+        data["engine"] = {
+            "kind": "continuous",
+            "pools": raw.pool_kv,
+            "replicas": raw.llm.kv,
+            "iterations": raw.llm.iterations,
+            "fast_forward_spans": raw.llm.spans,
+            "rejections": raw.llm.rejections,
+        }
+    return SimResult.from_doc(data, f"simulation of {dep.name}").with_requests(_requests_table(raw, counted))
 
 
 def _llm_summary(raw: RawResult, counted: np.ndarray, duration: float) -> dict[str, Any]:
