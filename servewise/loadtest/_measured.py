@@ -93,21 +93,8 @@ class Samples:
         )
 
 
-def build_measured(
-    s: Samples,
-    *,
-    input_tokens: np.ndarray,
-    output_tokens: np.ndarray,
-    traffic_class: list[str],
-    stream: bool,
-    max_send_lag_s: float,
-    processes: list[dict[str, Any]],
-    metadata: dict[str, Any],
-) -> tuple[dict[str, Any], Any]:
-    """The ``measured.json`` document (built through :class:`~servewise.results.Measured`, so it reads
-    back as one) and the per-request table (a pandas DataFrame)."""
-    import pandas as pd
-
+def _summary(s: Samples, *, stream: bool) -> dict[str, Any]:
+    """The summary in the simulator's keys; what a client cannot see is None."""
     n = len(s.id)
     st = s.status
     completed = st == "completed"
@@ -121,13 +108,12 @@ def build_measured(
     duration = float(np.nanmax(s.end_s) - np.nanmin(s.due_s)) if n else 0.0
     duration = max(duration, 0.0)
 
-    tokens = np.array([0 if t is None else t for t in s.tokens], dtype=np.int64)
+    tokens = _tokens(s)
     ttft_sel = completed & (tokens >= 1)
     tpot_sel = completed & (tokens > 1)
     ttft = s.first_token_s[ttft_sel] - s.due_s[ttft_sel]
     tpot = (s.last_token_s[tpot_sel] - s.first_token_s[tpot_sel]) / (tokens[tpot_sel] - 1)
-
-    summary: dict[str, Any] = {
+    return {
         "requests": n,
         "completed": n_served,
         "cache_hits": n_hits,
@@ -165,35 +151,31 @@ def build_measured(
         "kv_utilisation": None,
     }
 
-    generator = _generator(s, max_send_lag_s=max_send_lag_s, processes=processes)
-    codes = Counter(c for c in s.http_status if c is not None)
-    errors = Counter(e for e in s.error if e)
-    replicas = Counter(r for r in s.replica if r is not None)
-    doc: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
-        "metadata": metadata,
-        "summary": summary,
-        "generator": generator,
-        "status_codes": {str(c): codes[c] for c in sorted(codes)},
-        "replicas": dict(sorted(replicas.items())),
-        "errors": dict(errors.most_common(_TOP_ERRORS)),
-    }
-    doc = Measured.from_doc(doc, "load-test measurement").to_doc()
 
+def _tokens(s: Samples) -> np.ndarray:
+    return np.array([0 if t is None else t for t in s.tokens], dtype=np.int64)
+
+
+def _table(s: Samples, input_tokens: np.ndarray, output_tokens: np.ndarray, traffic_class: list[str]) -> Any:
+    """The per-request table (``requests.csv``)."""
+    import pandas as pd
+
+    tokens = _tokens(s)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot_all = np.where(
-            completed & (tokens > 1), (s.last_token_s - s.first_token_s) / np.maximum(tokens - 1, 1), np.nan
+            (s.status == "completed") & (tokens > 1),
+            (s.last_token_s - s.first_token_s) / np.maximum(tokens - 1, 1),
+            np.nan,
         )
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "id": s.id,
             "scheduled_s": s.due_s,
             "sent_s": s.sent_s,
             "send_lag_s": s.sent_s - s.due_s,
-            "status": st,
+            "status": s.status,
             "http_status": pd.array(s.http_status, dtype="Int64"),
-            "latency_s": latency,
+            "latency_s": s.end_s - s.due_s,
             "ttft_s": s.first_token_s - s.due_s,
             "tpot_s": tpot_all,
             "itl_max_s": s.itl_max_s,
@@ -206,7 +188,36 @@ def build_measured(
             "traffic_class": traffic_class,
         }
     )
-    return doc, table
+
+
+def build_measured(
+    s: Samples,
+    *,
+    input_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    traffic_class: list[str],
+    stream: bool,
+    max_send_lag_s: float,
+    processes: list[dict[str, Any]],
+    metadata: dict[str, Any],
+) -> tuple[dict[str, Any], Any]:
+    """The ``measured.json`` document (built through :class:`~servewise.results.Measured`, so it reads
+    back as one) and the per-request table (a pandas DataFrame)."""
+    codes = Counter(c for c in s.http_status if c is not None)
+    errors = Counter(e for e in s.error if e)
+    replicas = Counter(r for r in s.replica if r is not None)
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "summary": _summary(s, stream=stream),
+        "generator": _generator(s, max_send_lag_s=max_send_lag_s, processes=processes),
+        "status_codes": {str(c): codes[c] for c in sorted(codes)},
+        "replicas": dict(sorted(replicas.items())),
+        "errors": dict(errors.most_common(_TOP_ERRORS)),
+    }
+    doc = Measured.from_doc(doc, "load-test measurement").to_doc()
+    return doc, _table(s, input_tokens, output_tokens, traffic_class)
 
 
 def _generator(s: Samples, *, max_send_lag_s: float, processes: list[dict[str, Any]]) -> dict[str, Any]:

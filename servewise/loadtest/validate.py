@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,53 @@ def _verdict(metrics: dict[str, MetricComparison], generator_valid: bool) -> str
     return "pass" if all(m.passed for m in metrics.values()) else "fail"
 
 
+@dataclass(frozen=True)
+class _Sides:
+    """What a validation compares: the prediction (and its SLO), the measurement, the server it ran."""
+
+    predicted: Summary
+    slo: SLO | None
+    measured: Measured
+    tolerances: dict[str, float]
+    server: dict[str, Any] | None = None
+
+
+def _served(
+    deployment_path: Path, replay: Trace, out_dir: Path, load: Callable[[str], dict[str, Any]], *, seed: int,
+    warmup_s: float, serve_args: list[str] | None, progress: Any,
+) -> _Sides:  # fmt: skip
+    """Simulate the deployment on the replay, serve it here, load test it, stop it."""
+    from servewise import serving
+    from servewise.config import load_deployment
+    from servewise.simulator import simulate
+
+    dep = load_deployment(deployment_path)
+    _note(progress, f"simulating {len(replay)} requests")
+    result = simulate(dep, replay, seed=seed, warmup_s=warmup_s)
+    result.write(out_dir / "predicted")
+    _note(progress, "starting the server")
+    server = serving.start_server(deployment_path, workdir=out_dir / "server", args=[*(serve_args or []), "--seed", str(seed)])
+    server_info: dict[str, Any] | None = None
+    try:
+        _note(progress, f"load testing {server.url}")
+        measured_doc = load(server.url)
+        server_info = {"url": server.url, "pid": server.pid, "replicas": server.info.get("replicas")}
+    finally:
+        code = server.stop()
+        if server_info is not None:
+            server_info["exit_code"] = code
+    measured = Measured.from_doc(measured_doc, out_dir / "measured" / Measured.FILE)
+    return _Sides(result.summary, dep.slo, measured, dict(VALIDATION_TOLERANCES), server_info)
+
+
+def _endpoint(url: str, expected_path: Path, out_dir: Path, load: Callable[[str], dict[str, Any]], progress: Any) -> _Sides:
+    """Load test a running endpoint; the prediction is the advisor's ``expected.json``."""
+    exp = load_artifact(expected_path, "expected")
+    _note(progress, f"load testing {url}")
+    measured = Measured.from_doc(load(url), out_dir / "measured" / Measured.FILE)
+    return _Sides(exp.summary, None, measured, {**VALIDATION_TOLERANCES, **exp.tolerances})
+
+
 def validate(
     trace: Trace,
     out_dir: Path,
@@ -91,6 +140,7 @@ def validate(
 ) -> Validation:
     """Run a validation and write ``out_dir/validation.json`` (plus the predicted and measured files)."""
     from servewise import loadtest
+
     if (deployment_path is None) == (url is None):
         raise ConfigError("validate needs either a deployment (to serve and simulate) or an endpoint URL, not both")
     if url is not None and expected_path is None:
@@ -98,50 +148,21 @@ def validate(
     replay = replay_trace(trace, max_requests=max_requests, time_scale=time_scale)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    server_info: dict[str, Any] | None = None
-    tolerances = dict(VALIDATION_TOLERANCES)
-    predicted: Summary
-    predicted_slo: SLO | None
-    if deployment_path is not None:
-        from servewise.config import load_deployment
-        from servewise.simulator import simulate
 
-        dep = load_deployment(deployment_path)
-        _note(progress, f"simulating {len(replay)} requests")
-        result = simulate(dep, replay, seed=seed, warmup_s=warmup_s)
-        result.write(out_dir / "predicted")
-        predicted = result.summary
-        predicted_slo = dep.slo
-        from servewise import serving
-        _note(progress, "starting the server")
-        server = serving.start_server(deployment_path, workdir=out_dir / "server", args=[*(serve_args or []), "--seed", str(seed)])
-        try:
-            target = server.url
-            _note(progress, f"load testing {target}")
-            measured_doc = loadtest.run_loadtest(
-                target, replay, out_dir=out_dir / "measured", stream=stream, api=api, token=token,  # type: ignore[arg-type]
-                model=model or "servewise", processes=processes,
-            )  # fmt: skip
-            server_info = {"url": target, "pid": server.pid, "replicas": server.info.get("replicas")}
-        finally:
-            code = server.stop()
-            if server_info is not None:
-                server_info["exit_code"] = code
-    else:
-        assert url is not None and expected_path is not None
-        exp = load_artifact(expected_path, "expected")
-        predicted = exp.summary
-        tolerances = {**tolerances, **exp.tolerances}
-        predicted_slo = None
-        _note(progress, f"load testing {url}")
-        measured_doc = loadtest.run_loadtest(
-            url, replay, out_dir=out_dir / "measured", stream=stream, api=api, token=token,  # type: ignore[arg-type]
+    def load(target: str) -> dict[str, Any]:
+        return loadtest.run_loadtest(
+            target, replay, out_dir=out_dir / "measured", stream=stream, api=api, token=token,  # type: ignore[arg-type]
             model=model or "servewise", processes=processes,
         )  # fmt: skip
-    measured = Measured.from_doc(measured_doc, out_dir / "measured" / Measured.FILE)
-    gen = measured.generator
-    metrics = compare(predicted, measured.summary, tolerances)
-    verdict = _verdict(metrics, gen.valid)
+
+    if deployment_path is not None:
+        sides = _served(deployment_path, replay, out_dir, load, seed=seed, warmup_s=warmup_s, serve_args=serve_args,
+                        progress=progress)  # fmt: skip
+    else:
+        assert url is not None and expected_path is not None
+        sides = _endpoint(url, expected_path, out_dir, load, progress)
+    measured, gen = sides.measured.summary, sides.measured.generator
+    metrics = compare(sides.predicted, measured, sides.tolerances)
     doc: dict[str, Any] = {
         "schema_version": Validation.SCHEMA_VERSION,
         "kind": VALIDATION_KIND,
@@ -160,15 +181,15 @@ def validate(
             "time_scale": time_scale,
             "seed": seed,
         },
-        "verdict": verdict,
+        "verdict": _verdict(metrics, gen.valid),
         "invalid_reasons": [*gen.invalid_reasons, *([] if metrics else ["no metric is available on both sides"])],
         "metrics": metrics,
-        "predicted": predicted,
-        "measured": measured.summary,
+        "predicted": sides.predicted,
+        "measured": measured,
         "generator": gen,
-        "server": server_info,
+        "server": sides.server,
         # the SLOs a client can see (not availability, cost or drift), by the simulator's rules
-        "slo_measured": check_slo(predicted_slo, measured.summary, skip_unknown=True) if predicted_slo else None,
+        "slo_measured": check_slo(sides.slo, measured, skip_unknown=True) if sides.slo is not None else None,
     }
     record: Validation = Validation.from_doc(doc, out_dir / Validation.FILE)
     record.write_json(out_dir / Validation.FILE)
