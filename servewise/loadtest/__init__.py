@@ -12,7 +12,9 @@ generator processes, which gevent monkey-patches.
 
 from __future__ import annotations
 
+from servewise.results import Measured
+
 from ._measured import SCHEMA_VERSION, load_measured
 from ._run import run_loadtest
 
-__all__ = ["run_loadtest", "load_measured", "SCHEMA_VERSION"]
+__all__ = ["run_loadtest", "load_measured", "Measured", "SCHEMA_VERSION"]
