@@ -321,11 +321,13 @@ class TorchExecutor:
                 "output_tokens", f"expected <= {max_len - 1} (the model's max_len {max_len} less one prompt token), got {output_tokens}"
             )
         if token_ids is not None:
-            vocab = int(loaded.vocab_size)
-            bad = next((t for t in token_ids if not 0 <= t < vocab), None)
+            # Ids are clipped into the vocabulary, as before: load generators replay traces
+            # whose token ids come from other tokenizers. Only ids no int64 holds (the
+            # router refuses ids > 2^31 - 1) or negative ones are the client's mistake.
+            bad = next((t for t in token_ids if not 0 <= t < 2**31), None)
             if bad is not None:
-                raise RequestError("token_ids", f"expected ids in [0, {vocab - 1}] (the model's vocabulary), got {bad}")
-            ids = np.maximum(np.asarray(token_ids, dtype=np.int64), 1)
+                raise RequestError("token_ids", f"expected ids in [0, {2**31 - 1}], got {bad}")
+            ids = np.clip(np.asarray(token_ids, dtype=np.int64), 1, max(int(loaded.vocab_size) - 1, 1))
         elif text is not None:
             if loaded.tokenizer is None:
                 raise RequestError("text", f"{self.variant.model} has no tokenizer: send token_ids or input_tokens")

@@ -172,7 +172,3 @@ class Door:
             raise ClientError(
                 422, f"max_tokens: must be <= {w - 1} (the model's context window of {w} tokens less one prompt token)"
             )
-        if lim.vocab_size is not None and isinstance(prompt, list):
-            bad = next((t for t in prompt if t >= lim.vocab_size), None)
-            if bad is not None:
-                raise ClientError(422, f"prompt: token id {bad} is outside the model's vocabulary (ids < {lim.vocab_size})")

@@ -172,7 +172,7 @@ def test_client_mistakes_are_4xx_counted_as_client_errors_not_upstream_failures(
     assert metric(text, "servewise_requests_total", status="failed") == 0
 
 
-def test_a_real_models_window_and_vocabulary_are_checked_and_a_replicas_4xx_passes_through(tmp_path, stopper, make_variant, write_profile):
+def test_a_real_models_window_is_checked_and_a_replicas_4xx_passes_through(tmp_path, stopper, make_variant, write_profile):
     from servewise.serving import start_server
 
     write_profile(make_variant("fp32", kind="decoder", model="builtin:tiny-gpt2"))
@@ -182,15 +182,16 @@ def test_a_real_models_window_and_vocabulary_are_checked_and_a_replicas_4xx_pass
     url = f"{s.url}/v1/completions"
     r = requests.post(url, json={"prompt": [1, 2], "max_tokens": 4000}, timeout=30)  # beyond tiny-gpt2's window
     assert r.status_code == 422 and "context window" in r.json()["error"]["message"], r.text
+    # ids beyond the vocabulary are clipped into it (traces replay other tokenizers' ids)
     r = requests.post(url, json={"prompt": [1, 10**6], "max_tokens": 2}, timeout=30)
-    assert r.status_code == 422 and "vocabulary" in r.json()["error"]["message"], r.text
+    assert r.status_code == 200, r.text
     # the router cannot know this one: the replica's 422 reaches the client as it is
     r = requests.post(url, json={"prompt": "some text", "max_tokens": 2}, timeout=30)
     assert r.status_code == 422 and "no tokenizer" in r.json()["error"]["message"], r.text
     assert requests.post(url, json={"prompt": [1, 2], "max_tokens": 2}, timeout=30).status_code == 200
     text = _metrics(s.url)
     assert metric(text, "servewise_errors_total", reason="upstream") == 0
-    assert metric(text, "servewise_errors_total", reason="client") == 3
+    assert metric(text, "servewise_errors_total", reason="client") == 2
     assert metric(text, "servewise_requests_total", status="failed") == 0
     assert metric(text, "servewise_replicas_ready") == 1  # a client's mistake ejects no replica
 
