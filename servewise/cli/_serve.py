@@ -52,6 +52,12 @@ def serve(
     redact: Annotated[
         bool, typer.Option("--redact/--no-redact", help="Log prompts and answers as hashes only.")
     ] = True,
+    upstream_timeout_s: Annotated[
+        float | None,
+        typer.Option("--upstream-timeout-s", help="A replica taking longer over one request is ejected and the request retried (default: from the SLO / profile)."),
+    ] = None,
+    header_timeout_s: Annotated[float, typer.Option("--header-timeout-s", help="A client must send its request headers within this.")] = 10.0,
+    body_timeout_s: Annotated[float, typer.Option("--body-timeout-s", help="A client must send its request body within this (else 408).")] = 30.0,
     drain_timeout_s: Annotated[
         float, typer.Option("--drain-timeout-s", help="On SIGTERM, wait this long for in-flight requests.")
     ] = 30.0,
@@ -76,7 +82,8 @@ def serve(
             ServeSettings, {"log_path": "--log-requests", "log_redact": "--redact"},
             host=host, port=port, mode=mode, replicas=replicas, pool=pool, token=tok, max_body_bytes=max_body_bytes,  # type: ignore[arg-type]
             max_pending=max_pending, threads=threads, log_path=log_requests, log_sample=log_sample, log_redact=redact,
-            drain_timeout_s=drain_timeout_s, worker_log=worker_log, seed=seed,
+            drain_timeout_s=drain_timeout_s, worker_log=worker_log, seed=seed, upstream_timeout_s=upstream_timeout_s,
+            header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s,
         )  # fmt: skip
 
         def announce(info: dict[str, Any]) -> None:
