@@ -21,7 +21,6 @@ __all__ = [
     "write_json",
     "read_text",
     "read_json",
-    "read_artifact",
     "ensure_dir",
 ]
 
@@ -139,15 +138,3 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
         raise ArtifactError(f"{path}: {what} nests too deeply") from None
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
-
-
-def read_artifact(path: str | Path, kind: str, schema_version: int, what: str) -> dict[str, Any]:
-    """A JSON artifact of ``kind`` and ``schema_version``; anything else is an :class:`ArtifactError`."""
-    data = read_json(path, what)
-    if not isinstance(data, dict) or data.get("kind") != kind:
-        raise ArtifactError(f"{path}: expected kind '{kind}', got {data.get('kind') if isinstance(data, dict) else data!r}")
-    if data.get("schema_version") != schema_version:
-        raise ArtifactError(
-            f"{path}: unknown schema_version {data.get('schema_version')!r}; this servewise reads {schema_version}"
-        )
-    return data
