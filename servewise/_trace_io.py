@@ -332,11 +332,7 @@ def _arrival_kind(field: _Field, raw: np.ndarray) -> _Field:
     """A generic arrival column holds seconds, or date-times when its first cell is one
     (then arrivals are seconds since the first row, as for Azure)."""
     first = raw[0] if raw.size else None
-    if (
-        isinstance(first, str)
-        and math.isnan(_one_number(first))
-        and _one_datetime(first) is not pd.NaT
-    ):
+    if isinstance(first, str) and math.isnan(_one_number(first)) and _one_datetime(first) is not pd.NaT:
         return dataclasses.replace(field, kind="datetime")
     return field
 
@@ -456,6 +452,139 @@ def _check_options(format: str, column_map: Mapping[str, str] | None, block_toke
     return cmap
 
 
+@dataclass
+class _Columns:
+    """The file's columns, each by its field name: raw cells, converted values, bad-row masks."""
+
+    fields: list[_Field]  # the fields the file has, in reading order (generic arrivals resolved)
+    raw: dict[str, np.ndarray]
+    values: dict[str, Any]
+    bad: dict[str, np.ndarray]
+
+    @property
+    def arrival(self) -> _Field:
+        return next(f for f in self.fields if f.name == "arrival_s")
+
+
+def _read_columns(table: _Table, fields: list[_Field], fmt: str, name: str) -> _Columns:
+    """Convert every field the file has; a required column that is absent raises."""
+    raws: dict[str, np.ndarray] = {}
+    for f in fields:
+        raw = table.column(f.column)
+        if raw is None:
+            if f.required:
+                has = ",".join(table.header) if table.header else "nothing"
+                raise TraceError(
+                    f"{name}:{table.header_line}: missing required column {f.column!r} "
+                    f"({fmt} format, field {f.name}); got columns: {has}"
+                )
+            continue
+        raws[f.name] = raw
+    present = [f for f in fields if f.name in raws]
+    if fmt == "generic":
+        present = [_arrival_kind(f, raws[f.name]) if f.name == "arrival_s" else f for f in present]
+    values: dict[str, Any] = {}
+    bad_by: dict[str, np.ndarray] = {}
+    for f in present:
+        values[f.name], bad_by[f.name] = _convert(f, raws[f.name], table.container)
+    return _Columns(present, raws, values, bad_by)
+
+
+def _bad_rows(table: _Table, cols: _Columns) -> np.ndarray:
+    """Mask of rows that are malformed: structurally, or in any column."""
+    bad = np.zeros(len(table), dtype=bool)
+    if table.row_errors:
+        bad[list(table.row_errors)] = True
+    for m in cols.bad.values():
+        bad |= m
+    return bad
+
+
+def _row_message(name: str, table: _Table, cols: _Columns, i: int) -> str:
+    """``file:line: what was expected, what was got`` for the malformed row ``i``."""
+    line = int(table.lines[i])
+    if i in table.row_errors:
+        return f"{name}:{line}: {table.row_errors[i]}"
+    for f in cols.fields:
+        if cols.bad[f.name][i]:
+            kind = f"blocks:{table.container}" if f.kind == "blocks" else f.kind
+            return f"{name}:{line}: {_col_desc(f)} must be {_EXPECT[kind]}, got {_shown(cols.raw[f.name][i])}"
+    raise AssertionError(i)
+
+
+def _unsorted_message(name: str, table: _Table, cols: _Columns, i: int, prev: int) -> str:
+    raw = cols.raw["arrival_s"]
+    return (
+        f"{name}:{int(table.lines[i])}: {_col_desc(cols.arrival)} must not be earlier than "
+        f"the previous row's {_shown(raw[prev])} (rows must be sorted by arrival), "
+        f"got {_shown(raw[i])}"
+    )
+
+
+def _rows_to_keep(name: str, table: _Table, cols: _Columns, skip_bad_rows: bool) -> np.ndarray:
+    """Indices of the rows to keep, in order: all of them, or, with ``skip_bad_rows``, the
+    well-formed ones not earlier than a kept row before them. Without it, the first
+    out-of-order row before the first malformed one raises, else the first malformed one."""
+    n = len(table)
+    bad = _bad_rows(table, cols)
+    order = cols.values["arrival_s"]  # int64 ns or float; compared within the column's unit
+    if not skip_bad_rows:
+        first_bad = int(np.argmax(bad)) if bad.any() else n
+        head = order[:first_bad]
+        down = np.flatnonzero(head[1:] < head[:-1])
+        if down.size:
+            i = int(down[0]) + 1
+            raise TraceError(_unsorted_message(name, table, cols, i, i - 1))
+        if first_bad < n:
+            raise TraceError(_row_message(name, table, cols, first_bad))
+        return np.arange(n)
+    keep = np.flatnonzero(~bad)
+    ov = order[keep]
+    if ov.size:
+        running = np.maximum.accumulate(ov)
+        in_order = np.ones(ov.size, dtype=bool)
+        in_order[1:] = ov[1:] >= running[:-1]
+        keep = keep[in_order]
+    return keep
+
+
+def _arrival_seconds(field: _Field, order: np.ndarray) -> np.ndarray:
+    """Arrivals in float seconds; date-times become seconds since the first row."""
+    if field.kind == "datetime":
+        return (order - order[0]).astype(np.float64) / 1e9
+    if field.kind == "millis":
+        return order / 1000.0
+    return order.astype(np.float64)
+
+
+def _trace_fields(cols: _Columns, keep: np.ndarray) -> dict[str, Any]:
+    """The kept rows as :class:`Trace` columns (labels factorised in order of appearance)."""
+    values = cols.values
+
+    def tokens(field: str) -> np.ndarray:
+        if field in values:
+            return values[field][keep].astype(np.int64)
+        return np.zeros(keep.size, dtype=np.int64)
+
+    out: dict[str, Any] = {
+        "arrival_s": _arrival_seconds(cols.arrival, values["arrival_s"][keep]),
+        "input_tokens": tokens("input_tokens"),
+        "output_tokens": tokens("output_tokens"),
+    }
+    if "key" in values:
+        codes, uniques = pd.factorize(values["key"][keep], sort=False)
+        out["key"] = codes.astype(np.int64)
+        out["key_labels"] = tuple(str(u) for u in uniques)
+    if "traffic_class" in values:
+        codes, uniques = pd.factorize(values["traffic_class"][keep], sort=False)
+        out["traffic_class"] = codes.astype(np.int32)
+        out["class_names"] = tuple(str(u) for u in uniques)
+    if "prefix_blocks" in values:
+        pb = values["prefix_blocks"]
+        out["prefix_blocks"] = tuple(pb[i] for i in keep.tolist())
+    return out
+
+
 def load_trace(
     path: str | os.PathLike[str],
     *,
@@ -480,117 +609,20 @@ def load_trace(
     container = _container_of(p, data)
     table = _read_jsonl(data, name) if container == "jsonl" else _read_csv(data, name)
     fmt = _detect(table, name, cmap) if format == "auto" else format
-    fields = _fields_for(fmt, cmap)
-
+    cols = _read_columns(table, _fields_for(fmt, cmap), fmt, name)
+    keep = _rows_to_keep(name, table, cols, skip_bad_rows)
     n = len(table)
-    raws: dict[str, np.ndarray] = {}
-    for f in fields:
-        raw = table.column(f.column)
-        if raw is None:
-            if f.required:
-                has = ",".join(table.header) if table.header else "nothing"
-                raise TraceError(
-                    f"{name}:{table.header_line}: missing required column {f.column!r} "
-                    f"({fmt} format, field {f.name}); got columns: {has}"
-                )
-            continue
-        raws[f.name] = raw
-    present = [f for f in fields if f.name in raws]
-    if fmt == "generic":
-        present = [_arrival_kind(f, raws[f.name]) if f.name == "arrival_s" else f for f in present]
-
-    values: dict[str, Any] = {}
-    bad_by: dict[str, np.ndarray] = {}
-    for f in present:
-        values[f.name], bad_by[f.name] = _convert(f, raws[f.name], table.container)
-    struct_bad = np.zeros(n, dtype=bool)
-    if table.row_errors:
-        struct_bad[list(table.row_errors)] = True
-    bad = struct_bad.copy()
-    for m in bad_by.values():
-        bad |= m
-
-    arrival_field = next(f for f in present if f.name == "arrival_s")
-    order = values["arrival_s"]  # int64 ns or float; compared within the column's unit
-
-    def row_message(i: int) -> str:
-        line = int(table.lines[i])
-        if i in table.row_errors:
-            return f"{name}:{line}: {table.row_errors[i]}"
-        for f in present:
-            if bad_by[f.name][i]:
-                kind = f"blocks:{table.container}" if f.kind == "blocks" else f.kind
-                return f"{name}:{line}: {_col_desc(f)} must be {_EXPECT[kind]}, got {_shown(raws[f.name][i])}"
-        raise AssertionError(i)
-
-    def unsorted_message(i: int, prev: int) -> str:
-        raw = raws["arrival_s"]
-        return (
-            f"{name}:{int(table.lines[i])}: {_col_desc(arrival_field)} must not be earlier than "
-            f"the previous row's {_shown(raw[prev])} (rows must be sorted by arrival), "
-            f"got {_shown(raw[i])}"
-        )
-
-    if not skip_bad_rows:
-        first_bad = int(np.argmax(bad)) if bad.any() else n
-        head = order[:first_bad]
-        down = np.flatnonzero(head[1:] < head[:-1])
-        if down.size:
-            i = int(down[0]) + 1
-            raise TraceError(unsorted_message(i, i - 1))
-        if first_bad < n:
-            raise TraceError(row_message(first_bad))
-        keep = np.arange(n)
-    else:
-        keep = np.flatnonzero(~bad)
-        ov = order[keep]
-        if ov.size:
-            running = np.maximum.accumulate(ov)
-            in_order = np.ones(ov.size, dtype=bool)
-            in_order[1:] = ov[1:] >= running[:-1]
-            keep = keep[in_order]
-
-    skipped = n - keep.size
     if keep.size == 0:
         detail = f"{n} data rows, all malformed or out of order" if n else "no data rows"
         raise TraceError(f"{name}: expected at least one valid request, got {detail}")
 
-    if arrival_field.kind == "datetime":
-        ns = order[keep]
-        arrival = (ns - ns[0]).astype(np.float64) / 1e9
-    elif arrival_field.kind == "millis":
-        arrival = order[keep] / 1000.0
-    else:
-        arrival = order[keep].astype(np.float64)
-
-    def tokens(field: str) -> np.ndarray:
-        if field in values:
-            return values[field][keep].astype(np.int64)
-        return np.zeros(keep.size, dtype=np.int64)
-
-    cols: dict[str, Any] = {
-        "arrival_s": arrival,
-        "input_tokens": tokens("input_tokens"),
-        "output_tokens": tokens("output_tokens"),
-        "source": name,
-        "skipped_rows": skipped,
-    }
-    if "key" in values:
-        codes, uniques = pd.factorize(values["key"][keep], sort=False)
-        cols["key"] = codes.astype(np.int64)
-        cols["key_labels"] = tuple(str(u) for u in uniques)
-    if "traffic_class" in values:
-        codes, uniques = pd.factorize(values["traffic_class"][keep], sort=False)
-        cols["traffic_class"] = codes.astype(np.int32)
-        cols["class_names"] = tuple(str(u) for u in uniques)
-    if "prefix_blocks" in values:
-        pb = values["prefix_blocks"]
-        cols["prefix_blocks"] = tuple(pb[i] for i in keep.tolist())
+    fields = _trace_fields(cols, keep)
+    fields.update(source=name, skipped_rows=n - keep.size)
     if block_tokens is not None:
-        cols["block_tokens"] = block_tokens
-    elif fmt == "mooncake" and "prefix_blocks" in values:
-        cols["block_tokens"] = _MOONCAKE_BLOCK_TOKENS
-    return Trace(**cols)
+        fields["block_tokens"] = block_tokens
+    elif fmt == "mooncake" and "prefix_blocks" in cols.values:
+        fields["block_tokens"] = _MOONCAKE_BLOCK_TOKENS
+    return Trace(**fields)
 
 
 # -- save ------------------------------------------------------------------------------
