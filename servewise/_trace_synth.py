@@ -314,6 +314,32 @@ def servegen(
     Weibull law (shape, scale), rescaled to fill the window. Arrivals are relative to
     start_s; each client is the traffic class ``client-<id>``.
     """
+    start, dur = _servegen_span(start_s, duration_s)
+    scale_factor = _positive("rate_scale", rate_scale)
+    name = str(path)
+    df = _read_servegen(Path(path), name)
+    windows = _servegen_windows(df, name, start, dur, clients, scale_factor)
+    span = "to the end" if dur is None else f"duration_s={dur:g}"
+    who = "all clients" if clients is None else f"clients={list(clients)}"
+    desc = f"servegen({name}, start_s={start:g}, {span}, {who}, rate_scale={scale_factor:g}, seed={seed})"
+    rng = np.random.default_rng(_check_seed(seed))
+    iat, gaps_per = _servegen_gaps(rng, windows)
+    if iat.size == 0:
+        return _finish(rng, np.zeros(0), tokens, desc)
+    t, cl = _servegen_arrivals(iat, gaps_per, windows)
+    codes, uniq = pd.factorize(cl, sort=False)
+    return _finish(
+        rng,
+        t,
+        tokens,
+        desc,
+        traffic_class=codes.astype(np.int32),
+        class_names=tuple(f"client-{c}" for c in uniq) if uniq.size else ("default",),
+    )
+
+
+def _servegen_span(start_s: float, duration_s: float | None) -> tuple[float, float | None]:
+    """Checked ``start_s`` and ``duration_s`` (None = to the end): multiples of a window."""
     start = _positive("start_s", start_s, allow_zero=True)
     if start % SERVEGEN_WINDOW_S:
         raise ConfigError(f"start_s must be a multiple of {SERVEGEN_WINDOW_S:g} s, got {start_s!r}")
@@ -322,9 +348,32 @@ def servegen(
         dur = _positive("duration_s", duration_s)
         if dur % SERVEGEN_WINDOW_S:
             raise ConfigError(f"duration_s must be a multiple of {SERVEGEN_WINDOW_S:g} s, got {duration_s!r}")
-    scale_factor = _positive("rate_scale", rate_scale)
-    name = str(path)
-    df = _read_servegen(Path(path), name)
+    return start, dur
+
+
+@dataclass(frozen=True)
+class _Windows:
+    """The active ServeGen windows (rate > 0) to generate, one entry per window."""
+
+    counts: np.ndarray  # int64 requests in the window
+    start_s: np.ndarray  # window start, seconds since the trace's start_s
+    shape: np.ndarray  # the gap law's shape (dist_param1)
+    scale: np.ndarray  # the gap law's scale (dist_param2)
+    is_gamma: np.ndarray  # True: Gamma gaps; False: Weibull
+    client: np.ndarray  # int64 client id
+
+
+def _servegen_windows(
+    df: pd.DataFrame,
+    name: str,
+    start: float,
+    dur: float | None,
+    clients: Sequence[int] | None,
+    scale_factor: float,
+) -> _Windows:
+    """The windows of ``clients`` starting in [start, start + dur), with their request
+    counts at ``scale_factor``; raises for an unknown client, too many requests, or an
+    active window without a usable gap law."""
     end = math.inf if dur is None else start + dur
     ws = df["window_start_s"].to_numpy(dtype=np.float64)
     sel = (ws >= start) & (ws < end)
@@ -361,25 +410,32 @@ def servegen(
             f"{name}:{lines[i]}: an active window (rate_rps > 0) needs iat_dist 'Gamma' or "
             f"'Weibull' with dist_param1, dist_param2 > 0, got {dist[i]!r}, {p1[i]!r}, {p2[i]!r}"
         )
+    return _Windows(
+        counts=counts[active],
+        start_s=ws[sel][active] - start,
+        shape=p1[active],
+        scale=p2[active],
+        is_gamma=is_gamma[active],
+        client=rows["client_id"].to_numpy(dtype=np.int64)[active],
+    )
 
-    span = "to the end" if dur is None else f"duration_s={dur:g}"
-    who = "all clients" if clients is None else f"clients={list(clients)}"
-    desc = f"servegen({name}, start_s={start:g}, {span}, {who}, rate_scale={scale_factor:g}, seed={seed})"
-    rng = np.random.default_rng(_check_seed(seed))
-    counts, w_start = counts[active], ws[sel][active] - start
-    shape, scl, gam = p1[active], p2[active], is_gamma[active]
-    client = rows["client_id"].to_numpy(dtype=np.int64)[active]
-    # n + 1 gaps per window: n arrivals, then the gap to the window's end
-    gaps_per = counts + 1
+
+def _servegen_gaps(rng: np.random.Generator, w: _Windows) -> tuple[np.ndarray, np.ndarray]:
+    """(gaps, gaps per window): n + 1 gaps per window, n arrivals then the gap to its end."""
+    gaps_per = w.counts + 1
     total = int(gaps_per.sum())
-    sh = np.repeat(shape, gaps_per)
-    sc = np.repeat(scl, gaps_per)
-    g = np.repeat(gam, gaps_per)
+    sh = np.repeat(w.shape, gaps_per)
+    sc = np.repeat(w.scale, gaps_per)
+    g = np.repeat(w.is_gamma, gaps_per)
     iat = np.empty(total, dtype=np.float64)
     iat[g] = rng.gamma(sh[g], sc[g])  # scipy.stats.gamma(a=shape, scale=scale)
     iat[~g] = sc[~g] * rng.weibull(sh[~g])  # scipy.stats.weibull_min(c=shape, scale=scale)
-    if total == 0:
-        return _finish(rng, np.zeros(0), tokens, desc)
+    return iat, gaps_per
+
+
+def _servegen_arrivals(iat: np.ndarray, gaps_per: np.ndarray, w: _Windows) -> tuple[np.ndarray, np.ndarray]:
+    """(arrival times, client ids) sorted by time: each window's gaps rescaled to fill it."""
+    total = iat.size
     first = np.concatenate([[0], np.cumsum(gaps_per)[:-1]])
     win_total = np.add.reduceat(iat, first)
     # normalise each window's gaps to sum to 1, so cumulative sums stay well-conditioned
@@ -393,23 +449,14 @@ def servegen(
         k = np.arange(total) - np.repeat(first, gaps_per) + 1
         frac[flat] = k[flat] / np.repeat(gaps_per, gaps_per)[flat]
     is_arrival = np.ones(total, dtype=bool)
-    is_arrival[first + counts] = False  # drop each window's closing gap
-    ws_rep = np.repeat(w_start, gaps_per)
+    is_arrival[first + w.counts] = False  # drop each window's closing gap
+    ws_rep = np.repeat(w.start_s, gaps_per)
     t = ws_rep + frac * SERVEGEN_WINDOW_S
     last_ok = np.nextafter(ws_rep + SERVEGEN_WINDOW_S, -np.inf)
     t = np.minimum(t, last_ok)[is_arrival]
-    cl = np.repeat(client, counts)
+    cl = np.repeat(w.client, w.counts)
     order = np.lexsort((cl, t))
-    t, cl = t[order], cl[order]
-    codes, uniq = pd.factorize(cl, sort=False)
-    return _finish(
-        rng,
-        t,
-        tokens,
-        desc,
-        traffic_class=codes.astype(np.int32),
-        class_names=tuple(f"client-{c}" for c in uniq) if uniq.size else ("default",),
-    )
+    return t[order], cl[order]
 
 
 def _read_servegen(path: Path, name: str) -> pd.DataFrame:
