@@ -125,7 +125,9 @@ def _threads_share(m: Machine, inst: InstanceType, threads: int) -> Machine:
         peak_flops={k: v * f for k, v in m.peak_flops.items()},
         mem_bandwidth_bytes_per_s=m.mem_bandwidth_bytes_per_s * f,
         origin=m.origin,
-        assumptions=(f"measured with {threads} threads of its {inst.cores} cores: that share of its peaks and bandwidth",),
+        assumptions=(
+            f"measured with {threads} threads of its {inst.cores} cores: that share of its peaks and bandwidth",
+        ),
     )
 
 
@@ -286,7 +288,9 @@ def _fit_tree(x: np.ndarray, t: np.ndarray) -> tuple[list[int], list[int], list[
             for lo, hi in zip(vals[:-1], vals[1:], strict=True):
                 thr = float(lo + (hi - lo) / 2)
                 go = x[idx, f] <= thr
-                sse = float(((t[idx][go] - t[idx][go].mean()) ** 2).sum() + ((t[idx][~go] - t[idx][~go].mean()) ** 2).sum())
+                sse = float(
+                    ((t[idx][go] - t[idx][go].mean()) ** 2).sum() + ((t[idx][~go] - t[idx][~go].mean()) ** 2).sum()
+                )
                 if best is None or sse < best[0]:
                     best = (sse, f, thr)
         if best is None:  # identical features, different ratios: keep their mean
@@ -310,7 +314,9 @@ def _transfer_model(lm: LatencyModel, x: np.ndarray, y: np.ndarray, ratio: np.nd
         if lm.kind == "linear":
             scaled = lm.model_copy(update={"intercept_s": lm.intercept_s * r, "coef_s": [c * r for c in lm.coef_s]})
             return scaled, "scaled (one ratio for every point)"
-        return lm.model_copy(update={"init": lm.init + math.log(r)}), "scaled: init + log(ratio) (one ratio for every point)"
+        return lm.model_copy(
+            update={"init": lm.init + math.log(r)}
+        ), "scaled: init + log(ratio) (one ratio for every point)"
     if lm.kind == "linear":
         return _refit_linear(lm, x, y), "refitted: linear, non-negative, relative error, on the transferred points"
     if lm.learning_rate <= 0:
@@ -369,111 +375,144 @@ class _Plan:
     mapped_to_cuda: bool = False
 
 
-def _transfer_variant(
-    v: Variant, plan: _Plan, tgt: Machine, inst: InstanceType, record: dict[str, object]
-) -> Variant:
-    if plan.skip is not None:
-        return _skipped(v, plan.skip)
-    src = plan.src
-    assert src is not None
-    num = _numerics(v)
+@dataclass
+class _Scaled:
+    """A variant's points on the target, and what the transfer learnt from each measured one."""
+
+    points: list[Point] = field(default_factory=list)  # every point; measured ones scaled
+    ratios: list[float] = field(default_factory=list)  # roofline time target / source of each measured point
+    effs: list[float] = field(default_factory=list)  # source efficiency: roofline time / measured p50
+    fit_x: list[np.ndarray] = field(default_factory=list)  # the latency model's features, target p50
+    fit_y: list[float] = field(default_factory=list)  # and ratio of each point the model can be fitted to
+    fit_r: list[float] = field(default_factory=list)
+
+
+def _untransferable(v: Variant, num: _Numerics | None, inst: InstanceType) -> str | None:
+    """Why the measured variant ``v`` cannot be transferred to ``inst``; None if it can."""
     if num is None:
-        return _skipped(v, f"dtype {v.dtype!r} is unknown to the roofline model (expected float32, bfloat16, float16 or int8)")
+        return f"dtype {v.dtype!r} is unknown to the roofline model (expected float32, bfloat16, float16 or int8)"
     if v.weights_bytes is None or v.weights_bytes <= 0:
-        return _skipped(v, "cannot transfer: weights_bytes is unknown (the roofline needs the model size)")
+        return "cannot transfer: weights_bytes is unknown (the roofline needs the model size)"
     where = f"{inst.accelerator.name} memory" if inst.accelerator is not None else "host memory"
     if v.weights_bytes > inst.device_mem_bytes:
-        return _skipped(
-            v,
-            f"does not fit: weights {_gib(v.weights_bytes)} > {_gib(inst.device_mem_bytes)} of {where} on {inst.name}",
+        return (
+            f"does not fit: weights {_gib(v.weights_bytes)} > {_gib(inst.device_mem_bytes)} of {where} on {inst.name}"
         )
-    measured = [p for p in v.points if p.status == "measured" and p.latency_s is not None]
-    if not measured:
-        return _skipped(v, "no measured points to transfer")
+    if not any(p.status == "measured" and p.latency_s is not None for p in v.points):
+        return "no measured points to transfer"
+    return None
 
+
+def _scale_points(v: Variant, num: _Numerics, src: Machine, tgt: Machine) -> _Scaled:
+    """Every measured point of ``v`` times its roofline ratio from ``src`` to ``tgt``."""
     kv = float(v.kv_bytes_per_token or 0)
+    assert v.weights_bytes is not None  # checked by _untransferable
     w = float(v.weights_bytes)
     lm = v.latency_model
-    points: list[Point] = []
-    ratios: list[float] = []
-    effs: list[float] = []
-    fit_x: list[np.ndarray] = []  # the latency model's features, target p50 and ratio of each point
-    fit_y: list[float] = []
-    fit_r: list[float] = []
+    out = _Scaled()
     for p in v.points:
         if p.status != "measured" or p.latency_s is None:
-            points.append(p)
+            out.points.append(p)
             continue
         flops, moved = _work(p, w, kv, num)
         t_src = src.roofline_s(flops, moved, num.compute)
         r = tgt.roofline_s(flops, moved, num.compute) / t_src
         scaled = _scale_point(p, r)
-        points.append(scaled)
-        ratios.append(r)
-        effs.append(t_src / max(p.latency_s.p50, 1e-15))
+        out.points.append(scaled)
+        out.ratios.append(r)
+        out.effs.append(t_src / max(p.latency_s.p50, 1e-15))
         feats = _features(p, lm.target) if lm is not None else None
         if feats is not None and scaled.latency_s is not None:
-            fit_x.append(feats)
-            fit_y.append(scaled.latency_s.p50)
-            fit_r.append(r)
+            out.fit_x.append(feats)
+            out.fit_y.append(scaled.latency_s.p50)
+            out.fit_r.append(r)
+    return out
 
+
+def _transfer_warnings(v: Variant, src: Machine, inst: InstanceType, sc: _Scaled) -> list[str]:
+    """``v``'s warnings, then what the transfer's estimate rests on and where it is weak."""
     warnings = list(v.warnings)
-    ratio = np.asarray(ratios)
+    ratio = np.asarray(sc.ratios)
     warnings.append(
         f"estimated, not measured: roofline transfer from {src.name} to {inst.name}; "
         f"each point's time × roofline ratio {ratio.min():.3g}–{ratio.max():.3g}"
     )
     if v.load_time_s is not None:
         warnings.append("load_time_s is the source machine's measurement, not transferred")
-    if min(effs) < LOW_EFFICIENCY:
+    if min(sc.effs) < LOW_EFFICIENCY:
         warnings.append(
-            f"the source ran some points at {min(effs):.1%} of its roofline: overhead-dominated time "
+            f"the source ran some points at {min(sc.effs):.1%} of its roofline: overhead-dominated time "
             "(Python dispatch, kernel launches) is scaled like compute, so on faster hardware the "
             "estimate is likely optimistic"
         )
-    if max(effs) > 1.0:
+    if max(sc.effs) > 1.0:
         warnings.append(
-            f"some points ran {max(effs):.2g}× faster than the source roofline (weights held in cache, or "
+            f"some points ran {max(sc.effs):.2g}× faster than the source roofline (weights held in cache, or "
             "the source peaks are underestimated): their transferred times are unreliable"
         )
-    update: dict[str, object] = {"points": points, "warnings": warnings, "estimated": True}
+    return warnings
 
-    how = "none"
-    if lm is not None:
-        names = BATCH_FEATURES if lm.target == "batch_time" else STEP_FEATURES
-        if tuple(lm.features) != names or not fit_y:
-            update["latency_model"] = None
-            warnings.append("the latency model's features are unknown to the transfer; it was dropped")
-            how = "dropped"
-        else:
-            new, how = _transfer_model(lm, np.asarray(fit_x), np.asarray(fit_y), np.asarray(fit_r))
-            update["latency_model"] = new
-            if how.startswith("refitted"):
-                warnings.append(
-                    "latency model refitted to the transferred points (their ratios differ): its cv_mape is "
-                    "the refit's held-out error on those points, not the error of the transfer"
-                )
-    if plan.mapped_to_cuda:
-        update.update(
-            name=f"cuda-{v.name}",
-            device="cuda",
-            base_mem_bytes=None,
-            peak_mem_bytes=(
-                max(v.peak_mem_bytes - v.base_mem_bytes, 0)
-                if v.peak_mem_bytes is not None and v.base_mem_bytes is not None
-                else v.weights_bytes
-            ),
+
+def _transferred_model(lm: LatencyModel, sc: _Scaled, warnings: list[str]) -> tuple[LatencyModel | None, str]:
+    """The latency model of the transferred points (None: dropped) and how it was made;
+    appends to ``warnings`` what a dropped or refitted model means."""
+    names = BATCH_FEATURES if lm.target == "batch_time" else STEP_FEATURES
+    if tuple(lm.features) != names or not sc.fit_y:
+        warnings.append("the latency model's features are unknown to the transfer; it was dropped")
+        return None, "dropped"
+    new, how = _transfer_model(lm, np.asarray(sc.fit_x), np.asarray(sc.fit_y), np.asarray(sc.fit_r))
+    if how.startswith("refitted"):
+        warnings.append(
+            "latency model refitted to the transferred points (their ratios differ): its cv_mape is "
+            "the refit's held-out error on those points, not the error of the transfer"
         )
+    return new, how
+
+
+def _as_cuda(v: Variant) -> dict[str, object]:
+    """The fields that make the CPU variant ``v`` its ``cuda-<name>`` counterpart; its peak
+    memory is the CPU run's memory growth (the weights where that is unknown)."""
+    return {
+        "name": f"cuda-{v.name}",
+        "device": "cuda",
+        "base_mem_bytes": None,
+        "peak_mem_bytes": (
+            max(v.peak_mem_bytes - v.base_mem_bytes, 0)
+            if v.peak_mem_bytes is not None and v.base_mem_bytes is not None
+            else v.weights_bytes
+        ),
+    }
+
+
+def _transfer_variant(v: Variant, plan: _Plan, tgt: Machine, inst: InstanceType, record: dict[str, object]) -> Variant:
+    if plan.skip is not None:
+        return _skipped(v, plan.skip)
+    src = plan.src
+    assert src is not None
+    num = _numerics(v)
+    reason = _untransferable(v, num, inst)
+    if reason is not None:
+        return _skipped(v, reason)
+    assert num is not None
+    sc = _scale_points(v, num, src, tgt)
+    warnings = _transfer_warnings(v, src, inst, sc)
+    update: dict[str, object] = {"points": sc.points, "warnings": warnings, "estimated": True}
+    how = "none"
+    if v.latency_model is not None:
+        update["latency_model"], how = _transferred_model(v.latency_model, sc, warnings)
+    if plan.mapped_to_cuda:
+        update.update(_as_cuda(v))
         warnings.append(
             f"measured on the CPU as {v.name!r} and mapped to CUDA: GPU kernel-launch overheads are not "
             "modelled; accuracy drift is the CPU run's; peak_mem_bytes is the CPU run's memory growth"
         )
+    ratio = np.asarray(sc.ratios)
     record.update(
         source_machine=src.name,
         ratio_min=float(ratio.min()),
         ratio_max=float(ratio.max()),
-        source_efficiency_min=float(min(effs)),
-        source_efficiency_max=float(max(effs)),
+        source_efficiency_min=float(min(sc.effs)),
+        source_efficiency_max=float(max(sc.effs)),
         latency_model=how,
     )
     return v.model_copy(update=update)
@@ -513,6 +552,120 @@ _ASSUMPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """The machines a profile was measured on: the ``source`` instance when one is given,
+    else the CPU estimated from the profile's fingerprint and its GPU found in the catalog."""
+
+    profile: Profile
+    catalog: Catalog
+    inst: InstanceType | None = None
+    origin: str = ""
+
+    @classmethod
+    def of(cls, source: str | InstanceType | None, catalog: Catalog, profile: Profile) -> _Sources:
+        if isinstance(source, InstanceType):
+            return cls(profile, catalog, source, "explicit")
+        if source is not None:
+            inst = catalog.get(source)
+            return cls(profile, catalog, inst, f"catalog entry {inst.name}")
+        return cls(profile, catalog)
+
+    def cpu(self) -> Machine:
+        if self.inst is not None and self.inst.kind == "cpu":
+            m = Machine.from_instance(self.inst, self.origin)
+            return _threads_share(m, self.inst, self.profile.hardware.threads_used)
+        return source_cpu_from_fingerprint(self.profile.hardware)
+
+    def gpu(self, v: Variant) -> Machine:
+        if self.inst is not None and self.inst.kind == "gpu":
+            return Machine.from_instance(self.inst, self.origin)
+        name = self.profile.hardware.gpu_name
+        found = self.catalog.find_accelerator(name) if name else None
+        if found is None:
+            raise ConfigError(
+                f"variant {v.label} ran on the GPU {name or '(unnamed in the profile)'!r}, which is not in the "
+                "catalog; name the measured machine with source=<a catalog instance with that GPU>"
+            )
+        return Machine.from_instance(found, f"catalog entry {found.name}, matched by the profile's gpu_name {name!r}")
+
+
+def _plan(v: Variant, inst: InstanceType, sources: _Sources, measured_cuda: bool) -> _Plan:
+    """Whether and from which machine ``v`` goes to ``inst``. With no measured cuda variant
+    in the profile, a float PyTorch CPU variant stands in for a GPU target's."""
+    if v.status not in _MEASURED:
+        was = v.skip_reason if v.status == "skipped" else v.error
+        return _Plan(skip=f"not measured on the source machine ({v.status}: {was})")
+    if v.device == "cuda":
+        if inst.kind == "cpu":
+            return _Plan(skip=f"{inst.name} has no GPU; a cuda variant cannot run there")
+        return _Plan(src=sources.gpu(v))
+    if inst.kind == "cpu":
+        return _Plan(src=sources.cpu())
+    if measured_cuda:
+        return _Plan(
+            skip=f"{inst.name} is a GPU instance and its host CPU is not modelled; "
+            "the profile's measured cuda variants are transferred instead"
+        )
+    num = _numerics(v)
+    if num is not None and num.compute != "int8" and v.backend.startswith("torch") and "onnx" not in v.backend:
+        return _Plan(src=sources.cpu(), mapped_to_cuda=True)
+    return _Plan(
+        skip=f"{inst.name} is a GPU instance; {v.name} ({v.backend}, {v.dtype}) has no CUDA counterpart "
+        "in the transfer model (transfer it to a CPU instance)"
+    )
+
+
+def _transfer_variants(
+    profile: Profile, plans: list[_Plan], tgt: Machine, inst: InstanceType
+) -> tuple[list[Variant], list[dict[str, object]]]:
+    """Every variant transferred or skipped by its plan, each with its record."""
+    # A CPU variant mapped to `cuda-<name>` replaces an unmeasured variant of that name.
+    mapped = {(v.model, f"cuda-{v.name}") for v, p in zip(profile.variants, plans, strict=True) if p.mapped_to_cuda}
+    variants: list[Variant] = []
+    records: list[dict[str, object]] = []
+    for v, plan in zip(profile.variants, plans, strict=True):
+        if (v.model, v.name) in mapped and not plan.mapped_to_cuda:
+            continue
+        rec: dict[str, object] = {"model": v.model, "variant": v.name}
+        out = _transfer_variant(v, plan, tgt, inst, rec)
+        rec["status"] = out.status
+        if out.name != v.name:
+            rec["as"] = out.name
+        if out.status == "skipped":
+            rec["reason"] = out.skip_reason
+        variants.append(out)
+        records.append(rec)
+    return variants, records
+
+
+def _transfer_record(
+    profile: Profile,
+    target: str | InstanceType,
+    inst: InstanceType,
+    tgt: Machine,
+    plans: list[_Plan],
+    records: list[dict[str, object]],
+) -> dict[str, object]:
+    """The estimated profile's ``transfer`` record: target, sources, assumptions, variants."""
+    sources = {p.src.name: p.src.record() for p in plans if p.src is not None}
+    return {
+        "method": "roofline",
+        "target": inst.name,
+        "target_requested": target if isinstance(target, str) else inst.name,
+        "target_cloud": inst.cloud,
+        "target_region": inst.region,
+        "target_price_per_hour_usd": inst.price_per_hour_usd,
+        "target_peaks": tgt.record(),
+        "sources": list(sources.values()),
+        "source_hardware": profile.hardware.model_dump(mode="json"),
+        "source_created_utc": profile.created_utc,
+        "source_tool_version": profile.tool_version,
+        "assumptions": list(_ASSUMPTIONS),
+        "variants": records,
+    }
+
+
 def transfer_profile(
     profile: Profile,
     target: str | InstanceType,
@@ -543,102 +696,17 @@ def transfer_profile(
     cat = catalog if catalog is not None else load_catalog()
     inst = target if isinstance(target, InstanceType) else cat.get(target)
     tgt = Machine.from_instance(inst, "explicit" if isinstance(target, InstanceType) else f"catalog entry {inst.name}")
-    src_inst: InstanceType | None
-    if isinstance(source, InstanceType):
-        src_inst, src_origin = source, "explicit"
-    elif source is not None:
-        src_inst = cat.get(source)
-        src_origin = f"catalog entry {src_inst.name}"
-    else:
-        src_inst, src_origin = None, ""
-
-    def cpu_source() -> Machine:
-        if src_inst is not None and src_inst.kind == "cpu":
-            return _threads_share(Machine.from_instance(src_inst, src_origin), src_inst, profile.hardware.threads_used)
-        return source_cpu_from_fingerprint(profile.hardware)
-
-    def gpu_source(v: Variant) -> Machine:
-        if src_inst is not None and src_inst.kind == "gpu":
-            return Machine.from_instance(src_inst, src_origin)
-        name = profile.hardware.gpu_name
-        found = cat.find_accelerator(name) if name else None
-        if found is None:
-            raise ConfigError(
-                f"variant {v.label} ran on the GPU {name or '(unnamed in the profile)'!r}, which is not in the "
-                "catalog; name the measured machine with source=<a catalog instance with that GPU>"
-            )
-        return Machine.from_instance(found, f"catalog entry {found.name}, matched by the profile's gpu_name {name!r}")
-
+    sources = _Sources.of(source, cat, profile)
     measured_cuda = any(v.device == "cuda" and v.status in _MEASURED for v in profile.variants)
-    plans: list[_Plan] = []
-    for v in profile.variants:
-        plan = _Plan()
-        if v.status not in _MEASURED:
-            was = v.skip_reason if v.status == "skipped" else v.error
-            plan.skip = f"not measured on the source machine ({v.status}: {was})"
-        elif v.device == "cuda":
-            if inst.kind == "cpu":
-                plan.skip = f"{inst.name} has no GPU; a cuda variant cannot run there"
-            else:
-                plan.src = gpu_source(v)
-        elif inst.kind == "cpu":
-            plan.src = cpu_source()
-        elif measured_cuda:
-            plan.skip = (
-                f"{inst.name} is a GPU instance and its host CPU is not modelled; "
-                "the profile's measured cuda variants are transferred instead"
-            )
-        else:
-            num = _numerics(v)
-            if num is not None and num.compute != "int8" and v.backend.startswith("torch") and "onnx" not in v.backend:
-                plan.src, plan.mapped_to_cuda = cpu_source(), True
-            else:
-                plan.skip = (
-                    f"{inst.name} is a GPU instance; {v.name} ({v.backend}, {v.dtype}) has no CUDA counterpart "
-                    "in the transfer model (transfer it to a CPU instance)"
-                )
-        plans.append(plan)
-
-    # A CPU variant mapped to `cuda-<name>` replaces an unmeasured variant of that name.
-    mapped = {(v.model, f"cuda-{v.name}") for v, p in zip(profile.variants, plans, strict=True) if p.mapped_to_cuda}
-    variants: list[Variant] = []
-    records: list[dict[str, object]] = []
-    for v, plan in zip(profile.variants, plans, strict=True):
-        if (v.model, v.name) in mapped and not plan.mapped_to_cuda:
-            continue
-        rec: dict[str, object] = {"model": v.model, "variant": v.name}
-        out = _transfer_variant(v, plan, tgt, inst, rec)
-        rec["status"] = out.status
-        if out.name != v.name:
-            rec["as"] = out.name
-        if out.status == "skipped":
-            rec["reason"] = out.skip_reason
-        variants.append(out)
-        records.append(rec)
-
-    sources = {p.src.name: p.src.record() for p in plans if p.src is not None}
-    transfer: dict[str, object] = {
-        "method": "roofline",
-        "target": inst.name,
-        "target_requested": target if isinstance(target, str) else inst.name,
-        "target_cloud": inst.cloud,
-        "target_region": inst.region,
-        "target_price_per_hour_usd": inst.price_per_hour_usd,
-        "target_peaks": tgt.record(),
-        "sources": list(sources.values()),
-        "source_hardware": profile.hardware.model_dump(mode="json"),
-        "source_created_utc": profile.created_utc,
-        "source_tool_version": profile.tool_version,
-        "assumptions": list(_ASSUMPTIONS),
-        "variants": records,
-    }
+    plans = [_plan(v, inst, sources, measured_cuda) for v in profile.variants]
+    variants, records = _transfer_variants(profile, plans, tgt, inst)
     result = profile.model_copy(
         update={
             "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "tool_version": servewise.__version__,
             "hardware": _target_hardware(inst, profile.hardware),
             "estimated": True,
-            "transfer": transfer,
+            "transfer": _transfer_record(profile, target, inst, tgt, plans, records),
             "variants": variants,
         }
     )
