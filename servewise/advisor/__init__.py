@@ -16,6 +16,7 @@ from typing import Any
 
 from servewise.errors import ConfigError
 from servewise.hardware import Catalog, load_catalog
+from servewise.results import Expected
 from servewise.space import SearchSpace
 from servewise.stats import VALIDATION_TOLERANCES
 from servewise.trace import Trace
@@ -91,31 +92,34 @@ def advise(
 
 
 def expected_document(plan: Plan, trace: Trace) -> dict[str, Any]:
-    """``expected.json``: the winner's predicted metrics the load test will be judged against."""
+    """``expected.json``: the winner's predicted metrics the load test will be judged against.
+
+    Built through :class:`servewise.results.Expected`, the record ``servewise validate`` reads it with.
+    """
     w = plan.winner
     if w is None:
         raise ConfigError("no candidate meets the SLOs: nothing to expect")
-    rob = w.get("robustness") or {}
-    return {
-        "schema_version": 1,
-        "kind": "expected",
-        "plan": plan.data["name"],
-        "candidate": w["id"],
-        "label": w["label"],
+    rob = w.robustness
+    doc = {
+        "plan": plan.name,
+        "candidate": w.id,
+        "label": w.label,
         "trace": {
             "source": trace.source,
             "sha256": trace.content_hash(),
             "requests": len(trace),
             "duration_s": trace.duration_s,
         },
-        "seed": plan.data["metadata"]["seed"],
-        "summary": w["metrics"],
-        "slo": plan.data["slo"],
-        "slo_checks": w["slo"],
-        "confidence_intervals": rob.get("metrics"),
-        "headroom": rob.get("headroom"),
+        "seed": plan.metadata.seed,
+        "summary": w.metrics,
+        "slo": plan.slo,
+        "slo_checks": w.slo,
+        "confidence_intervals": {k: m.model_dump(mode="json") for k, m in rob.metrics.items()} if rob is not None else None,
+        "headroom": rob.headroom.model_dump(mode="json") if rob is not None and rob.headroom is not None else None,
         "tolerances": TOLERANCES,
     }
+    expected: Expected = Expected.from_doc(doc, f"expected results of plan {plan.name}")
+    return expected.to_doc()
 
 
 def write_outputs(plan: Plan, trace: Trace, out_dir: Path, *, image: str | None = None, port: int = 8000) -> list[Path]:
@@ -130,11 +134,11 @@ def write_outputs(plan: Plan, trace: Trace, out_dir: Path, *, image: str | None 
 
     from ._deploy import DeployInputs, write_deploy
 
-    doc = w["deployment"]
+    doc = w.deployment
     profile_path = Path(doc["model"]["profile"])
     prof = load_profile(profile_path)
     variant = prof.variant(doc["model"]["variant"], doc["model"].get("spec"))
-    dep = parse_deployment({**doc, "model": {**doc["model"], "resolved": variant}}, f"winner {w['id']}")
+    dep = parse_deployment({**doc, "model": {**doc["model"], "resolved": variant}}, f"winner {w.id}")
     kwargs: dict[str, Any] = {"port": port}
     if image:
         kwargs["image"] = image

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from servewise import __version__
-from servewise.results import Candidate, Plan, load_artifact
+from servewise.results import Candidate, Plan, Summary, load_artifact
 from servewise.space import SearchSpace
 from servewise.trace import Trace
 
@@ -42,7 +42,7 @@ def pareto_front(points: list[tuple[str, float, float, float]]) -> list[str]:
 def _entry(rec: Record) -> Candidate:
     c = rec.cand
     res = rec.final or rec.last
-    s = res["summary"] if res else None
+    s: Summary | None = res["summary"] if res else None
     feasible: bool | None
     bind: dict[str, Any] | None
     if rec.status == "static_infeasible":
@@ -53,7 +53,7 @@ def _entry(rec: Record) -> Candidate:
         pb = rec.pruned_by or {}
         bind = {"name": pb.get("slo"), "value": pb.get("bound"), "limit": pb.get("limit"), "margin": None, "bound": True}
     elif res is not None:
-        feasible = bool(res["slo"]["pass"]) if rec.final is not None else None
+        feasible = bool(res["slo"].passed) if rec.final is not None else None
         bind = binding(res["slo"])
     else:
         feasible, bind = None, None
@@ -66,8 +66,8 @@ def _entry(rec: Record) -> Candidate:
         "status": rec.status,
         "fidelity": rec.fidelity,
         "feasible": feasible,
-        "cost_per_hour_usd": s.get("cost_per_hour_usd") if s else None,
-        "cost_per_million_requests_usd": s.get("cost_per_million_requests_usd") if s else None,
+        "cost_per_hour_usd": s.cost_per_hour_usd if s is not None else None,
+        "cost_per_million_requests_usd": s.cost_per_million_requests_usd if s is not None else None,
         "binding_slo": bind,
         "violation": violation(res) if res is not None else None,
         "static": c.static,
@@ -75,7 +75,7 @@ def _entry(rec: Record) -> Candidate:
         "pruned_by": rec.pruned_by,
         "metrics": s,
         "slo": res["slo"] if res else None,
-        "rungs": [{k: r[k] for k in ("fraction", "requests", "seed", "sim_wall_s")} | {"pass": r["slo"]["pass"]}
+        "rungs": [{k: r[k] for k in ("fraction", "requests", "seed", "sim_wall_s")} | {"pass": r["slo"].passed}
                   for r in rec.rungs],
         "robustness": rec.robustness,
     })  # fmt: skip

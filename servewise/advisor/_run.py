@@ -53,7 +53,11 @@ def prefix(trace: Trace, fraction: float) -> Trace:
 
 
 def evaluate(task: Task) -> dict[str, Any]:
-    """Simulate one task in this process (the trace and variants installed); the result's summary and SLO checks."""
+    """Simulate one task in this process (the trace and variants installed); the result's summary and SLO checks.
+
+    ``summary`` is the run's :class:`~servewise.results.Summary`, ``slo`` its
+    :class:`~servewise.results.SloResult` (None when the deployment sets no SLO).
+    """
     from servewise.advisor._candidates import build_deployment
     from servewise.simulator import simulate
 
@@ -76,7 +80,7 @@ def evaluate(task: Task) -> dict[str, Any]:
         "requests": len(tr),
         "sim_wall_s": wall,
         "summary": res.summary,
-        "slo": res.data["slo"],
+        "slo": res.slo,
     }
 
 

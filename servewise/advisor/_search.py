@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from servewise.simulator import SLO_FIELDS
+from servewise.results import SLO_FIELDS, SloResult, Summary, slo_margin
 from servewise.space import SearchSettings
 from servewise.trace import Trace
 
@@ -61,32 +61,22 @@ class Record:
         return float(last["fraction"]) if last else 0.0
 
 
-def slo_margins(slo_block: dict[str, Any] | None) -> dict[str, float]:
-    """Each SLO check's relative margin: (limit − value) / limit for limits, the reverse for floors; −inf if missing."""
-    out: dict[str, float] = {}
-    if not slo_block:
-        return out
-    for name, c in slo_block["checks"].items():
-        v, lim = c["value"], c["limit"]
-        if v is None:
-            out[name] = -math.inf
-            continue
-        if lim == 0 and v == 0:
-            out[name] = math.inf  # a zero limit met exactly: no slack to measure, nothing binds
-            continue
-        scale = abs(lim) if lim != 0 else 1.0
-        out[name] = (lim - v) / scale if name in _MAX_SLOS else (v - lim) / scale
-    return out
+def slo_margins(slo: SloResult | None) -> dict[str, float]:
+    """Each SLO check's relative margin by :func:`servewise.results.slo_margin`'s ranking rule:
+    (limit − value) / limit for limits, the reverse for floors; −inf when the value is missing."""
+    if slo is None:
+        return {}
+    return {name: slo_margin(name, c.value, c.limit, ranking=True) for name, c in slo.checks.items()}
 
 
-def binding(slo_block: dict[str, Any] | None) -> dict[str, Any] | None:
+def binding(slo: SloResult | None) -> dict[str, Any] | None:
     """The SLO with the smallest margin: the one that binds (or is missed by the most)."""
-    m = slo_margins(slo_block)
-    if not m or slo_block is None:
+    m = slo_margins(slo)
+    if not m or slo is None:
         return None
     name = min(m, key=lambda k: m[k])
-    c = slo_block["checks"][name]
-    return {"name": name, "value": c["value"], "limit": c["limit"], "margin": m[name] if math.isfinite(m[name]) else None}
+    c = slo.checks[name]
+    return {"name": name, "value": c.value, "limit": c.limit, "margin": m[name] if math.isfinite(m[name]) else None}
 
 
 def violation(result: dict[str, Any]) -> float:
@@ -96,14 +86,26 @@ def violation(result: dict[str, Any]) -> float:
     return max(-worst, 0.0)
 
 
+def _passed(result: dict[str, Any]) -> bool:
+    """Every SLO met in this simulation."""
+    slo: SloResult = result["slo"]
+    return slo.passed
+
+
+def _cost(result: dict[str, Any]) -> float:
+    """The simulated cost per hour (0 when unknown)."""
+    summary: Summary = result["summary"]
+    return float(summary.cost_per_hour_usd or 0.0)
+
+
 def rank_key(result: dict[str, Any], tolerance: float = 0.0) -> tuple[Any, ...]:
     """Sort key: plausibly feasible by cost / replicas / margin, then the rest by excess."""
     v = violation(result)
-    s = result["summary"]
-    cost = s.get("cost_per_hour_usd") or 0.0
+    s: Summary = result["summary"]
+    cost = s.cost_per_hour_usd or 0.0
     margin = _margin(result)
     if v <= tolerance:
-        return (0, round(cost, 9), round(s.get("mean_replicas") or 0.0, 9), -margin, result["index"])
+        return (0, round(cost, 9), round(s.mean_replicas or 0.0, 9), -margin, result["index"])
     return (1, v, round(cost, 9), 0.0, result["index"])
 
 
@@ -229,7 +231,7 @@ def _promote(results: list[dict[str, Any]], settings: SearchSettings) -> list[in
     """
     groups: dict[float, list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault(round(float(r["summary"].get("cost_per_hour_usd") or 0.0), 6), []).append(r)
+        groups.setdefault(round(_cost(r), 6), []).append(r)
     keep: list[int] = []
     for members in groups.values():
         order = sorted(members, key=lambda r: (_excess(r, settings.tolerance), -_margin(r), r["index"]))
@@ -266,8 +268,7 @@ def _final_rung(
         last = records[k].last
         if last is None:
             return (0.0, 0.0, 0.0, k)
-        cost = float(last["summary"].get("cost_per_hour_usd") or 0.0)
-        return (round(cost, 6), _excess(last, settings.tolerance), -_margin(last), k)
+        return (round(_cost(last), 6), _excess(last, settings.tolerance), -_margin(last), k)
 
     order = sorted(live, key=key)
     expanded: set[float] = set()
@@ -293,8 +294,8 @@ def _final_rung(
         pos += 1
         records[r["index"]].add(r)
         done.append(r)
-        if r["slo"]["pass"]:
-            cost = round(float(r["summary"].get("cost_per_hour_usd") or 0.0), 6)
+        if _passed(r):
+            cost = round(_cost(r), 6)
             feasible_costs.append(cost)
             if cost not in expanded:
                 expanded.add(cost)
@@ -400,7 +401,7 @@ def _tpe(
             if k in seen:
                 res = seen[k]
                 constrain(tr, violation(res))
-                study.tell(tr, float(res["summary"].get("cost_per_hour_usd") or 0.0))
+                study.tell(tr, _cost(res))
             else:  # known infeasible without simulating (static or bound): a feasibility violation
                 constrain(tr, 1.0)
                 price = float(rec.cand.doc.get("price_per_hour_usd", 0.0)) * float(rec.cand.doc.get("replicas", 1) or 1)
@@ -418,7 +419,7 @@ def _tpe(
 
 
 def finalists(records: list[Record], n: int) -> list[int]:
-    full = [(rank_key(r.final), k) for k, r in enumerate(records) if r.final is not None and r.final["slo"]["pass"]]
+    full = [(rank_key(r.final), k) for k, r in enumerate(records) if r.final is not None and _passed(r.final)]
     return [k for _, k in sorted(full)[:n]]
 
 
@@ -447,7 +448,7 @@ def _robustness(runner: _Runner, records: list[Record], trace: Trace, settings: 
             "seeds": [r["seed"] for r in reps[k]],
             "confidence": settings.confidence,
             "metrics": _intervals(reps[k], settings.confidence),
-            "pass_rate": float(np.mean([r["slo"]["pass"] for r in reps[k]])),
+            "pass_rate": float(np.mean([_passed(r) for r in reps[k]])),
             **({"headroom": head[k]} if k in head else {}),
         }
 
@@ -455,13 +456,13 @@ def _robustness(runner: _Runner, records: list[Record], trace: Trace, settings: 
 def _intervals(results: list[dict[str, Any]], conf: float) -> dict[str, Any]:
     """Per SLO metric: mean, confidence interval over seeds, and whether the adverse end meets the limit."""
     out: dict[str, Any] = {}
-    first = results[0]["slo"]
-    if not first:
+    first: SloResult | None = results[0]["slo"]
+    if first is None:
         return out
-    for name, c in first["checks"].items():
-        vals = [r["slo"]["checks"][name]["value"] for r in results]
+    for name, c in first.checks.items():
+        vals = [r["slo"].checks[name].value for r in results]
         if any(v is None for v in vals):
-            out[name] = {"mean": None, "low": None, "high": None, "n": len(vals), "limit": c["limit"], "within_limit": False}
+            out[name] = {"mean": None, "low": None, "high": None, "n": len(vals), "limit": c.limit, "within_limit": False}
             continue
         a = np.asarray(vals, dtype=float)
         n = len(a)
@@ -469,13 +470,13 @@ def _intervals(results: list[dict[str, Any]], conf: float) -> dict[str, Any]:
         half = t_quantile(conf, n - 1) * float(a.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
         lo, hi = mean - half, mean + half
         adverse = hi if name in _MAX_SLOS else lo
-        ok = (adverse <= c["limit"]) if name in _MAX_SLOS else (adverse >= c["limit"])
+        ok = (adverse <= c.limit) if name in _MAX_SLOS else (adverse >= c.limit)
         out[name] = {
             "mean": mean,
             "low": lo if math.isfinite(lo) else None,
             "high": hi if math.isfinite(hi) else None,
             "n": n,
-            "limit": c["limit"],
+            "limit": c.limit,
             "within_limit": bool(ok),
         }
     return out
@@ -490,7 +491,7 @@ def _headroom(runner: _Runner, records: list[Record], fin: list[int], settings: 
         tasks = [
             Task(k, records[k].cand.doc, records[k].cand.variant_key, 1.0, settings.seed, rate) for k, rate in rates.items()
         ]
-        return {r["index"]: bool(r["slo"]["pass"]) for r in runner.run(tasks, "robustness: headroom")}
+        return {r["index"]: _passed(r) for r in runner.run(tasks, "robustness: headroom")}
 
     top = probe(dict.fromkeys(fin, settings.headroom_max))
     open_ = []

@@ -212,10 +212,9 @@ class Validation(ArtifactRecord):
         """One row per metric: predicted, measured, relative_error, tolerance, pass."""
         import pandas as pd
 
-        cols = ("predicted", "measured", "relative_error", "tolerance", "pass")
-        frame = pd.DataFrame(
-            [[m[c] for c in cols] for m in self.metrics.values()], index=list(self.metrics), columns=list(cols)
-        )
+        cols = ["predicted", "measured", "relative_error", "tolerance", "pass"]
+        rows = [[m.predicted, m.measured, m.relative_error, m.tolerance, m.passed] for m in self.metrics.values()]
+        frame = pd.DataFrame(rows, index=list(self.metrics), columns=cols)
         frame.index.name = "metric"
         return frame.astype({"predicted": float, "measured": float, "relative_error": float, "tolerance": float,
                              "pass": bool})  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import Field
 
@@ -163,7 +163,7 @@ class Summary(Record):
         for key, name in self._keys.items():
             v = getattr(self, name)
             if isinstance(v, Record):
-                rows.update({f"{key}.{s}": v[s] for s in v})
+                rows.update({f"{key}.{k}": getattr(v, n) for k, n in v._keys.items()})
             elif v is not None or key != "kv_utilisation":
                 rows[key] = v
         frame = pd.DataFrame({"value": pd.Series(rows, dtype=float)})
@@ -236,12 +236,29 @@ def check_slo(slo: SLO, summary: Summary, *, skip_unknown: bool = False) -> SloR
     return SloResult.model_validate({"pass": all(c.passed for c in checks.values()), "checks": checks})
 
 
-def slo_margin(name: str, value: float | None, limit: float | None) -> float | None:
+@overload
+def slo_margin(
+    name: str, value: float | None, limit: float | None, *, ranking: Literal[False] = False
+) -> float | None: ...
+@overload
+def slo_margin(name: str, value: float | None, limit: float | None, *, ranking: Literal[True]) -> float: ...
+
+
+def slo_margin(name: str, value: float | None, limit: float | None, *, ranking: bool = False) -> float | None:
     """How far inside its limit a value is, as a share of the limit (negative: missed by).
 
-    None when either is missing or the limit is 0 (no scale to measure it by).
+    None when either is missing or the limit is 0 (no scale to measure it by). With
+    ``ranking`` (the advisor orders candidates by it) the answer is always a number: −inf
+    for a missing value (unknown is never a pass), +inf for a zero limit met exactly by 0
+    (nothing binds), and a zero limit otherwise measures the excess itself.
     """
-    if value is None or limit is None or limit == 0:
-        return None
+    if value is None or limit is None:
+        return -math.inf if ranking else None
+    if limit == 0:
+        if not ranking:
+            return None
+        if value == 0:
+            return math.inf
+    scale = abs(limit) if limit != 0 else 1.0
     direction = SLO_FIELDS[name][2] if name in SLO_FIELDS else ("min" if name.startswith("min_") else "max")
-    return (limit - value) / abs(limit) if direction == "max" else (value - limit) / abs(limit)
+    return (limit - value) / scale if direction == "max" else (value - limit) / scale
