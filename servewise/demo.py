@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from servewise.errors import ConfigError
 from servewise.io import ensure_dir, write_json
 from servewise.trace import Trace, default_trace_path, load_trace, save_trace
+
+if TYPE_CHECKING:
+    from servewise.results import Candidate
+    from servewise.space import SearchSpace
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_VARIANTS", "LoopSettings", "demo_space_path", "demo_trace", "run_loop"]
 
@@ -103,19 +107,9 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
     :class:`~servewise.errors.MissingExtraError` when torch, aiohttp or locust are absent.
     """
     from servewise import advisor, reports
-    from servewise.loadtest.validate import validate
 
     # 0. every input, before the first stage runs (a profile takes minutes)
-    from servewise.profile import load_profile
-    from servewise.space import load_space
-
-    trace = demo_trace(
-        rate_scale=settings.rate_scale, max_input_tokens=settings.max_input_tokens, max_requests=settings.max_requests
-    )
-    space_src = settings.space or demo_space_path()
-    space = load_space(space_src)
-    if settings.profile is not None:
-        load_profile(settings.profile)  # refuse a bad file before copying it
+    trace, space, space_src = _inputs(settings)
     out = ensure_dir(settings.out_dir)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -123,18 +117,11 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
     # 1. profile
     t0 = time.perf_counter()
     profile_path = out / "profile.json"
-    if settings.profile is not None:
-        if Path(settings.profile).resolve() != profile_path.resolve():
-            shutil.copyfile(settings.profile, profile_path)
-        _step(progress, f"profile: using {settings.profile}")
-    else:
-        _step(progress, f"profile: measuring {DEFAULT_MODEL} {', '.join(DEFAULT_VARIANTS)} on this machine")
-        _profile(profile_path, threads=settings.threads, seed=settings.seed, progress=progress)
+    _profile_step(settings, profile_path, progress)
     timings["profile_s"] = time.perf_counter() - t0
 
     # 2. traffic and space, kept beside the results
-    trace_path = out / "trace.csv"
-    save_trace(trace, trace_path)
+    save_trace(trace, out / "trace.csv")
     space_path = out / "space.yaml"
     if Path(space_src).resolve() != space_path.resolve():
         shutil.copyfile(space_src, space_path)
@@ -147,36 +134,16 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
     advisor.write_outputs(plan, trace, plan_dir)
     timings["advise_s"] = time.perf_counter() - t0
     winner = plan.winner
-    doc: dict[str, Any] = {
-        "kind": LOOP_KIND,
-        "schema_version": 1,
-        "seed": settings.seed,
-        "trace": {"source": trace.source, "requests": len(trace), "duration_s": trace.duration_s},
-        "artifacts": {"profile": "profile.json", "trace": "trace.csv", "space": "space.yaml", "plan": "plan/plan.json"},
-        "winner": None if winner is None else {"id": winner["id"], "label": winner["label"],
-                                               "cost_per_hour_usd": winner["cost_per_hour_usd"]},
-        "verdict": None,
-        "timings_s": timings,
-    }  # fmt: skip
+    doc = _loop_document(settings, trace, winner, timings)
     report_inputs: list[Path] = [profile_path, plan_dir / "plan.json"]
     if winner is None:
         _step(progress, "advise: no candidate meets the SLOs; nothing to serve (see plan/plan.json: closest)")
     else:
-        _step(progress, f"advise: winner {winner['label']} at ${winner['cost_per_hour_usd']:.3f}/h")
         # 4. serve the winner and validate it with Locust
         t0 = time.perf_counter()
         val_dir = out / "validation"
-        _step(progress, f"validate: serving {winner['label']} live and replaying {len(trace)} requests with Locust")
-        vdoc = validate(
-            trace,
-            val_dir,
-            deployment_path=plan_dir / "deploy" / "deployment.yaml",
-            seed=settings.seed,
-            serve_args=[f"--threads={settings.threads}", "--mode=real"],
-            progress=progress,
-        )
+        doc["verdict"] = _validate_step(settings, trace, winner, plan_dir, val_dir, progress)
         timings["validate_s"] = time.perf_counter() - t0
-        doc["verdict"] = vdoc["verdict"]
         doc["artifacts"].update(
             predicted="validation/predicted/result.json",
             measured="validation/measured/measured.json",
@@ -186,13 +153,74 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
 
     # 5. one report linking every stage
     t0 = time.perf_counter()
-    report_path = out / "report.html"
-    reports.write_report(report_inputs, report_path, title="servewise demo: profile → advise → serve → validate")
+    reports.write_report(report_inputs, out / "report.html", title="servewise demo: profile → advise → serve → validate")
     timings["report_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
     doc["artifacts"]["report"] = "report.html"
     write_json(out / "loop.json", doc)
     return doc
+
+
+def _inputs(settings: LoopSettings) -> tuple[Trace, SearchSpace, Path]:
+    """The trace, the search space and its file; a given profile is checked too (before it is copied)."""
+    from servewise.profile import load_profile
+    from servewise.space import load_space
+
+    trace = demo_trace(
+        rate_scale=settings.rate_scale, max_input_tokens=settings.max_input_tokens, max_requests=settings.max_requests
+    )
+    space_src = settings.space or demo_space_path()
+    space = load_space(space_src)
+    if settings.profile is not None:
+        load_profile(settings.profile)  # refuse a bad file before copying it
+    return trace, space, Path(space_src)
+
+
+def _profile_step(settings: LoopSettings, profile_path: Path, progress: Progress | None) -> None:
+    """``profile.json``: a copy of the given profile, or one measured here."""
+    if settings.profile is not None:
+        if Path(settings.profile).resolve() != profile_path.resolve():
+            shutil.copyfile(settings.profile, profile_path)
+        _step(progress, f"profile: using {settings.profile}")
+    else:
+        _step(progress, f"profile: measuring {DEFAULT_MODEL} {', '.join(DEFAULT_VARIANTS)} on this machine")
+        _profile(profile_path, threads=settings.threads, seed=settings.seed, progress=progress)
+
+
+def _loop_document(
+    settings: LoopSettings, trace: Trace, winner: Candidate | None, timings: dict[str, float]
+) -> dict[str, Any]:
+    """``loop.json`` as it stands after the advisor: the validation and the report add to it."""
+    return {
+        "kind": LOOP_KIND,
+        "schema_version": 1,
+        "seed": settings.seed,
+        "trace": {"source": trace.source, "requests": len(trace), "duration_s": trace.duration_s},
+        "artifacts": {"profile": "profile.json", "trace": "trace.csv", "space": "space.yaml", "plan": "plan/plan.json"},
+        "winner": None if winner is None else {"id": winner.id, "label": winner.label,
+                                               "cost_per_hour_usd": winner.cost_per_hour_usd},
+        "verdict": None,
+        "timings_s": timings,
+    }  # fmt: skip
+
+
+def _validate_step(
+    settings: LoopSettings, trace: Trace, winner: Candidate, plan_dir: Path, val_dir: Path, progress: Progress | None
+) -> str:
+    """Serve the winner live, replay the trace against it with Locust, compare; the verdict."""
+    from servewise.loadtest.validate import validate
+
+    _step(progress, f"advise: winner {winner.label} at ${winner.cost_per_hour_usd:.3f}/h")
+    _step(progress, f"validate: serving {winner.label} live and replaying {len(trace)} requests with Locust")
+    validation = validate(
+        trace,
+        val_dir,
+        deployment_path=plan_dir / "deploy" / "deployment.yaml",
+        seed=settings.seed,
+        serve_args=[f"--threads={settings.threads}", "--mode=real"],
+        progress=progress,
+    )
+    return validation.verdict
 
 
 def _profile(path: Path, *, threads: int, seed: int, progress: Progress | None) -> None:

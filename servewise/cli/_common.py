@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -16,6 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from servewise.errors import CLIError, ProfileInterrupted, ServewiseError
+
+if TYPE_CHECKING:
+    from servewise.results import Summary
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 
@@ -225,42 +228,45 @@ def _fmt(v: Any, unit: str = "") -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def _print_summary(summary: BaseModel | dict[str, Any], title: str) -> None:
-    s = summary.model_dump(mode="json", by_alias=True) if isinstance(summary, BaseModel) else summary
+def _print_summary(s: Summary, title: str) -> None:
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    rows = [
-        ("requests", s["requests"], ""),
-        ("completed (incl. cache hits)", s["completed"], ""),
-        ("rejected", s["rejected"], ""),
-        ("failed", s["failed"], ""),
-        ("throughput", f"{_fmt(s['throughput_rps'])} req/s", ""),
-        ("latency mean", s["latency_s"]["mean"], "s"),
-        ("latency p50", s["latency_s"]["p50"], "s"),
-        ("latency p95", s["latency_s"]["p95"], "s"),
-        ("latency p99", s["latency_s"]["p99"], "s"),
-        ("queue wait p95", s["queue_s"]["p95"], "s"),
-        ("cache hit ratio", s["cache_hit_ratio"], "%"),
-        ("cold starts", s["cold_starts"], ""),
-        ("mean replicas", s["mean_replicas"], ""),
-        ("utilisation", s["utilisation"], "%"),
-        ("availability", s["availability"], "%"),
-        ("cost", s["cost_usd"], "$"),
+    rows: list[tuple[str, Any, str]] = [
+        ("requests", s.requests, ""),
+        ("completed (incl. cache hits)", s.completed, ""),
+        ("rejected", s.rejected, ""),
+        ("failed", s.failed, ""),
+        ("throughput", f"{_fmt(s.throughput_rps)} req/s", ""),
+        ("latency mean", s.latency_s.mean, "s"),
+        ("latency p50", s.latency_s.p50, "s"),
+        ("latency p95", s.latency_s.p95, "s"),
+        ("latency p99", s.latency_s.p99, "s"),
+        ("queue wait p95", s.queue_s.p95, "s"),
+        ("cache hit ratio", s.cache_hit_ratio, "%"),
+        ("cold starts", s.cold_starts, ""),
+        ("mean replicas", s.mean_replicas, ""),
+        ("utilisation", s.utilisation, "%"),
+        ("availability", s.availability, "%"),
+        ("cost", s.cost_usd, "$"),
     ]
-    if s.get("ttft_s", {}).get("p50") is not None:  # an LLM engine ran
-        kv = s["kv_utilisation"] or {}
+    if s.ttft_s.p50 is not None:  # an LLM engine ran
+        kv = s.kv_utilisation
         rows += [
-            ("TTFT p50", s["ttft_s"]["p50"], "s"),
-            ("TTFT p99", s["ttft_s"]["p99"], "s"),
-            ("TPOT p50", s["tpot_s"]["p50"], "s"),
-            ("TPOT p99", s["tpot_s"]["p99"], "s"),
-            ("inter-token p99", s["itl_s"]["p99"], "s"),
-            ("output tokens", f"{_fmt(s['output_tokens_per_s'])} tok/s", ""),
-            ("goodput", f"{_fmt(s['goodput_rps'])} req/s" if s["goodput_rps"] is not None else "—", ""),
-            ("prefix hit ratio", s["prefix_hit_ratio"], "%"),
-            ("preemptions", s["preemptions"], ""),
-            ("KV utilisation mean / max", f"{_fmt(kv.get('mean'), '%')} / {_fmt(kv.get('max'), '%')}", ""),
+            ("TTFT p50", s.ttft_s.p50, "s"),
+            ("TTFT p99", s.ttft_s.p99, "s"),
+            ("TPOT p50", s.tpot_s.p50, "s"),
+            ("TPOT p99", s.tpot_s.p99, "s"),
+            ("inter-token p99", s.itl_s.p99, "s"),
+            ("output tokens", f"{_fmt(s.output_tokens_per_s)} tok/s", ""),
+            ("goodput", f"{_fmt(s.goodput_rps)} req/s" if s.goodput_rps is not None else "—", ""),
+            ("prefix hit ratio", s.prefix_hit_ratio, "%"),
+            ("preemptions", s.preemptions, ""),
+            (
+                "KV utilisation mean / max",
+                f"{_fmt(kv.mean if kv is not None else None, '%')} / {_fmt(kv.max if kv is not None else None, '%')}",
+                "",
+            ),
         ]
     for name, v, unit in rows:
         t.add_row(name, v if isinstance(v, str) else _fmt(v, unit))

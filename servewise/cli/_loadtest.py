@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -22,39 +22,52 @@ from servewise.cli._common import (
 )
 from servewise.errors import CLIError
 
+if TYPE_CHECKING:
+    from servewise.results import Measured, Validation
 
-def _print_measured(doc: dict[str, Any], title: str) -> None:
-    s = doc["summary"]
+
+def _print_measured(m: Measured, title: str) -> None:
+    s, gen = m.summary, m.generator
     t = Table(title=title, header_style="bold")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    lat = s.get("latency_s") or {}
     rows = [
-        ("requests", _fmt(s.get("requests"))),
-        ("completed / cache hits", f"{_fmt(s.get('completed'))} / {_fmt(s.get('cache_hits'))}"),
-        ("rejected (429) / failed", f"{_fmt(s.get('rejected'))} / {_fmt(s.get('failed'))}"),
-        ("throughput", f"{_fmt(s.get('throughput_rps'))} req/s"),
-        *((f"latency {k}", _fmt(lat.get(k), "s")) for k in ("p50", "p95", "p99")),
+        ("requests", _fmt(s.requests)),
+        ("completed / cache hits", f"{_fmt(s.completed)} / {_fmt(s.cache_hits)}"),
+        ("rejected (429) / failed", f"{_fmt(s.rejected)} / {_fmt(s.failed)}"),
+        ("throughput", f"{_fmt(s.throughput_rps)} req/s"),
+        *((f"latency {k}", _fmt(getattr(s.latency_s, k), "s")) for k in ("p50", "p95", "p99")),
     ]
-    ttft = s.get("ttft_s") or {}
-    if ttft.get("p50") is not None:
-        rows += [("TTFT p50 / p95", f"{_fmt(ttft.get('p50'), 's')} / {_fmt(ttft.get('p95'), 's')}")]
-        rows += [("TPOT p50", _fmt((s.get("tpot_s") or {}).get("p50"), "s"))]
-    gen = doc.get("generator") or {}
-    lag = gen.get("send_lag_s") or {}
+    if s.ttft_s.p50 is not None:
+        rows += [("TTFT p50 / p95", f"{_fmt(s.ttft_s.p50, 's')} / {_fmt(s.ttft_s.p95, 's')}")]
+        rows += [("TPOT p50", _fmt(s.tpot_s.p50, "s"))]
     rows += [
-        ("offered / achieved rate", f"{_fmt(gen.get('offered_rps'))} / {_fmt(gen.get('achieved_rps'))} req/s"),
-        ("send lag p99", _fmt(lag.get("p99"), "s")),
+        ("offered / achieved rate", f"{_fmt(gen.offered_rps)} / {_fmt(gen.achieved_rps)} req/s"),
+        ("send lag p99", _fmt(gen.send_lag_s.p99, "s")),
         (
             "load generator",
-            "[green]valid[/]"
-            if gen.get("valid", True)
-            else "[red]INVALID[/]: " + "; ".join(gen.get("invalid_reasons", [])),
+            "[green]valid[/]" if gen.valid else "[red]INVALID[/]: " + "; ".join(gen.invalid_reasons),
         ),
     ]
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
+
+
+def _print_validation(v: Validation) -> None:
+    t = Table(title=f"validation: {v.verdict}", header_style="bold")
+    for col in ("metric", "predicted", "measured", "error", "tolerance", ""):
+        t.add_column(col, justify="right" if col not in ("metric", "") else "left")
+    for k, m in v.metrics.items():
+        unit = "s" if "_s." in k or k.endswith("_s") else ""
+        rel = m.relative_error
+        t.add_row(
+            k, _fmt(m.predicted, unit), _fmt(m.measured, unit), "—" if rel is None else f"{rel:+.1%}",
+            f"±{m.tolerance:.0%}", "[green]pass[/]" if m.passed else "[red]FAIL[/]",
+        )  # fmt: skip
+    out.print(t)
+    for reason in v.invalid_reasons:
+        err.print(f"invalid: {reason}", markup=False)
 
 
 ApiOpt = Annotated[
@@ -98,14 +111,14 @@ def loadtest(
         from servewise import loadtest as lt
 
         tr = _load_trace(trace, fmt, column_map, False)
-        doc = lt.run_loadtest(
+        measured = lt.run_loadtest(
             url, tr, out_dir=out_dir, time_scale=time_scale, max_requests=max_requests, api=api,  # type: ignore[arg-type]
             stream=stream, model=model, token=token if token is not None else os.environ.get("SERVEWISE_TOKEN") or None,
             processes=processes, timeout_s=timeout_s, max_send_lag_s=max_send_lag_s,
         )  # fmt: skip
-        _print_measured(doc, f"load test of {url}")
+        _print_measured(measured, f"load test of {url}")
         out.print(f"wrote {out_dir / 'measured.json'} and {out_dir / 'requests.csv'}", markup=False)
-        if not doc.get("generator", {}).get("valid", True):
+        if not measured.generator.valid:
             err.print("the load generator fell behind the schedule: this run does not measure the server", markup=False)
             raise typer.Exit(EXIT_VIOLATION)
 
@@ -164,27 +177,15 @@ def validate(
 
         tr = _load_trace(trace, fmt, column_map, False)
         serve_args = [*(["--mode", mode] if mode else []), *(serve_arg or [])]
-        doc = run_validate(
+        v = run_validate(
             tr, out_dir, deployment_path=deployment, url=url, expected_path=expected, max_requests=max_requests,
             time_scale=time_scale, seed=seed, serve_args=serve_args, stream=stream, api=api,
             token=token if token is not None else os.environ.get("SERVEWISE_TOKEN") or None, processes=processes,
             progress=lambda text: err.print(text, markup=False),
         )  # fmt: skip
-        t = Table(title=f"validation: {doc['verdict']}", header_style="bold")
-        for col in ("metric", "predicted", "measured", "error", "tolerance", ""):
-            t.add_column(col, justify="right" if col not in ("metric", "") else "left")
-        for k, m in doc["metrics"].items():
-            unit = "s" if "_s." in k or k.endswith("_s") else ""
-            rel = m["relative_error"]
-            t.add_row(
-                k, _fmt(m["predicted"], unit), _fmt(m["measured"], unit), "—" if rel is None else f"{rel:+.1%}",
-                f"±{m['tolerance']:.0%}", "[green]pass[/]" if m["pass"] else "[red]FAIL[/]",
-            )  # fmt: skip
-        out.print(t)
-        for reason in doc.get("invalid_reasons") or []:
-            err.print(f"invalid: {reason}", markup=False)
+        _print_validation(v)
         out.print(f"wrote {out_dir / 'validation.json'}", markup=False)
-    if doc["verdict"] == "fail":
+    if v.verdict == "fail":
         raise typer.Exit(EXIT_VIOLATION)
-    if doc["verdict"] == "invalid":
+    if v.verdict == "invalid":
         raise typer.Exit(EXIT_INVALID)

@@ -159,63 +159,23 @@ def profile(
             raise CLIError("--model is required (e.g. --model builtin:tiny-gpt2)")
         if out_path is None:
             raise CLIError("--out is required (the profile JSON to write)")
-        from pydantic import ValidationError
-
-        from servewise.profiler import ProfileSettings, parse_variants, run_profile
-
-        try:
-            settings = ProfileSettings.preset(
-                "fast" if fast else "rigorous" if rigorous else "default",
-                grid={
-                    "batch_sizes": _int_list(batch_sizes, "--batch-sizes"),
-                    "seq_lens": _int_list(seq_lens, "--seq-lens"),
-                    "decode_batch_sizes": _int_list(decode_batch_sizes, "--decode-batch-sizes"),
-                    "context_lens": _int_list(context_lens, "--context-lens"),
-                },
-                timing={"budget_s": budget_s, "target_ci": target_ci, "rounds": rounds},
-                threads=threads,
-                seed=seed,
-            )
-        except ValidationError as e:
-            raise flag_error(e) from None
-        names = parse_variants(variants)
-
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            if quiet:
-                return
-            if kind == "hardware":
-                hw = data["hardware"]
-                err.print(
-                    f"hardware: {hw.cpu_model}, {hw.threads_used} threads"
-                    + (f", {hw.gpu_name}" if hw.gpu_name else ""),
-                    highlight=False,
-                    markup=False,
-                )
-            elif kind == "prepare":
-                err.print(
-                    f"{data['model']}: preparing (build / load, fp32 reference, ONNX export)",
-                    highlight=False,
-                    markup=False,
-                )
-            elif kind == "variant":
-                err.print(
-                    f"{data['model']}/{data['variant']}: measuring {data['points']} points in fresh workers",
-                    highlight=False,
-                    markup=False,
-                )
-            elif kind == "variant_done":
-                v = data["variant"]
-                extra = (
-                    v.skip_reason or v.error or (f"load {_fmt(v.load_time_s, 's')}, peak {_bytes(v.peak_mem_bytes)}")
-                )
-                err.print(f"{v.model}/{v.name}: {v.status} — {extra}", highlight=False, soft_wrap=True, markup=False)
-            elif kind == "model_failed":
-                err.print(
-                    f"[red]{escape(str(data['model']) + ': ' + str(data['error']))}[/]", highlight=False, soft_wrap=True
-                )
-
         from servewise.procs import sigterm_as_interrupt
+        from servewise.profiler import parse_variants, run_profile
 
+        settings = _profile_settings(
+            "fast" if fast else "rigorous" if rigorous else "default",
+            grid={
+                "batch_sizes": _int_list(batch_sizes, "--batch-sizes"),
+                "seq_lens": _int_list(seq_lens, "--seq-lens"),
+                "decode_batch_sizes": _int_list(decode_batch_sizes, "--decode-batch-sizes"),
+                "context_lens": _int_list(context_lens, "--context-lens"),
+            },
+            timing={"budget_s": budget_s, "target_ci": target_ci, "rounds": rounds},
+            threads=threads,
+            seed=seed,
+        )
+        names = parse_variants(variants)
+        on_event = None if quiet else _print_event
         with sigterm_as_interrupt():
             prof = run_profile(model, names, out_path, settings, append=append, on_event=on_event)
         if not quiet:
@@ -224,6 +184,45 @@ def profile(
         if any(v.status == "failed" for v in prof.variants):
             err.print(f"[red]some variants failed; {escape(str(out_path))} holds everything measured[/]")
             raise typer.Exit(EXIT_VIOLATION)
+
+
+def _profile_settings(preset: str, **values: Any) -> Any:
+    """The profiler's settings: the preset, with what the options set; a bad value names its option."""
+    from pydantic import ValidationError
+
+    from servewise.profiler import ProfileSettings
+
+    try:
+        return ProfileSettings.preset(preset, **values)
+    except ValidationError as e:
+        raise flag_error(e) from None
+
+
+def _print_event(kind: str, data: dict[str, Any]) -> None:
+    """One line on stderr per stage of the profile (the profiler's ``on_event``)."""
+    if kind == "hardware":
+        hw = data["hardware"]
+        err.print(
+            f"hardware: {hw.cpu_model}, {hw.threads_used} threads" + (f", {hw.gpu_name}" if hw.gpu_name else ""),
+            highlight=False,
+            markup=False,
+        )
+    elif kind == "prepare":
+        err.print(
+            f"{data['model']}: preparing (build / load, fp32 reference, ONNX export)", highlight=False, markup=False
+        )
+    elif kind == "variant":
+        err.print(
+            f"{data['model']}/{data['variant']}: measuring {data['points']} points in fresh workers",
+            highlight=False,
+            markup=False,
+        )
+    elif kind == "variant_done":
+        v = data["variant"]
+        extra = v.skip_reason or v.error or (f"load {_fmt(v.load_time_s, 's')}, peak {_bytes(v.peak_mem_bytes)}")
+        err.print(f"{v.model}/{v.name}: {v.status} — {extra}", highlight=False, soft_wrap=True, markup=False)
+    elif kind == "model_failed":
+        err.print(f"[red]{escape(str(data['model']) + ': ' + str(data['error']))}[/]", highlight=False, soft_wrap=True)
 
 
 @profile_app.command("show")

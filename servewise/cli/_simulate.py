@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -25,6 +24,9 @@ from servewise.cli._common import (
     out,
 )
 
+if TYPE_CHECKING:
+    from servewise.results import SimResult
+
 
 def _simulate(
     deployment: Path,
@@ -36,7 +38,7 @@ def _simulate(
     quiet: bool,
     title: str,
     trace_kwargs: dict[str, Any],
-) -> dict[str, Any]:
+) -> SimResult:
     from servewise.config import load_deployment
     from servewise.simulator import simulate as run_sim
 
@@ -47,14 +49,14 @@ def _simulate(
     json_path, csv_path = result.write(out_dir)
     if not quiet:
         _print_summary(result.summary, title)
-        slo = result.data.get("slo")
+        slo = result.slo
         if slo is not None:
-            verdict = "[green]met[/]" if slo["pass"] else "[red]violated[/]"
+            verdict = "[green]met[/]" if slo.passed else "[red]violated[/]"
             out.print(
-                f"SLO {verdict}: " + ", ".join(f"{k} {'ok' if c['pass'] else 'FAIL'}" for k, c in slo["checks"].items())
+                f"SLO {verdict}: " + ", ".join(f"{k} {'ok' if c.passed else 'FAIL'}" for k, c in slo.checks.items())
             )
         out.print(f"wrote {json_path} and {csv_path}", markup=False)
-    return result.data
+    return result
 
 
 @app.command()
@@ -173,14 +175,16 @@ def demo(
             out.print("[red]no candidate meets the SLOs[/]: see the plan's closest candidates in the report")
         else:
             out.print(f"winner: {escape(w['label'])} at ${w['cost_per_hour_usd']:.3f}/h")
-            val = json.loads((out_dir / doc["artifacts"]["validation"]).read_text())
-            colour = {"pass": "green", "fail": "red"}.get(val["verdict"], "yellow")
-            out.print(f"validation (predicted vs measured live): [bold {colour}]{val['verdict']}[/]")
-            for k, m in val["metrics"].items():
-                rel = m["relative_error"]
+            from servewise.results import load_artifact
+
+            val = load_artifact(out_dir / doc["artifacts"]["validation"], "validation")
+            colour = {"pass": "green", "fail": "red"}.get(val.verdict, "yellow")
+            out.print(f"validation (predicted vs measured live): [bold {colour}]{val.verdict}[/]")
+            for k, m in val.metrics.items():
+                rel = m.relative_error
                 out.print(
-                    f"  {k:16} predicted {_fmt(m['predicted'])}  measured {_fmt(m['measured'])}  "
-                    f"error {'—' if rel is None else f'{rel:+.1%}'} (±{m['tolerance']:.0%})",
+                    f"  {k:16} predicted {_fmt(m.predicted)}  measured {_fmt(m.measured)}  "
+                    f"error {'—' if rel is None else f'{rel:+.1%}'} (±{m.tolerance:.0%})",
                     markup=False,
                 )
         out.print(f"report: {out_dir / doc['artifacts']['report']}", markup=False)

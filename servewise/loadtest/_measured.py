@@ -200,9 +200,10 @@ def build_measured(
     max_send_lag_s: float,
     processes: list[dict[str, Any]],
     metadata: dict[str, Any],
-) -> tuple[dict[str, Any], Any]:
-    """The ``measured.json`` document (built through :class:`~servewise.results.Measured`, so it reads
-    back as one) and the per-request table (a pandas DataFrame)."""
+    source: str | Path = "load-test measurement",
+) -> tuple[Measured, Any]:
+    """The ``measured.json`` record (valid by construction; ``source`` is the file it is for) and the
+    per-request table (a pandas DataFrame)."""
     codes = Counter(c for c in s.http_status if c is not None)
     errors = Counter(e for e in s.error if e)
     replicas = Counter(r for r in s.replica if r is not None)
@@ -216,8 +217,8 @@ def build_measured(
         "replicas": dict(sorted(replicas.items())),
         "errors": dict(errors.most_common(_TOP_ERRORS)),
     }
-    doc = Measured.from_doc(doc, "load-test measurement").to_doc()
-    return doc, _table(s, input_tokens, output_tokens, traffic_class)
+    measured: Measured = Measured.from_doc(doc, source)
+    return measured, _table(s, input_tokens, output_tokens, traffic_class)
 
 
 def _generator(s: Samples, *, max_send_lag_s: float, processes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -32,6 +33,7 @@ from servewise import __version__
 from servewise.errors import ArtifactError, ConfigError, LoadTestError, MissingExtraError, TraceError
 from servewise.io import atomic_write, write_json
 from servewise.procs import child_env
+from servewise.results import Measured
 from servewise.trace import Trace
 
 from ._measured import Samples, build_measured
@@ -64,15 +66,16 @@ def run_loadtest(
     max_send_lag_s: float = 0.05,
     prompt: Literal["tokens", "text"] = "tokens",
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> Measured:
     """Replay ``trace`` against ``url`` open loop; write ``measured.json`` and ``requests.csv``.
 
     Request i is sent at ``start + (arrival_s[i] - arrival_s[0]) / time_scale`` whatever the
     server does, and its latency counts from that scheduled time. ``api`` defaults to
     "openai" when the trace has output lengths, else "predict". With ``stream`` the answer
-    is read line by line (SSE or NDJSON) for TTFT and inter-token latencies. The returned
-    document is ``measured.json``; its ``generator.valid`` says whether the generator kept
-    to its schedule. ``progress(done, total)`` is called now and then.
+    is read line by line (SSE or NDJSON) for TTFT and inter-token latencies. Returns the
+    :class:`~servewise.results.Measured` record written to ``measured.json``; its
+    ``generator.valid`` says whether the generator kept to its schedule.
+    ``progress(done, total)`` is called now and then.
     """
     trace_n = _check_trace(trace)
     n = _check_args(
@@ -92,20 +95,124 @@ def run_loadtest(
     target = target_url(url, api)
     _check_locust()
     replayed = trace if n == trace_n else trace.head(n)
+    sched = _Schedule.of(replayed, time_scale=float(time_scale), path=API_PATHS[api] if _is_base(url) else _path_of(target))
+    client = {
+        "url": target,
+        "host": _host_of(target),
+        "api": api,
+        "stream": bool(stream),
+        "model": model,
+        "prompt": prompt,
+        "timeout_s": float(timeout_s),
+        "headers": _headers(stream=stream, token=token),
+    }
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     n_proc = min(int(processes), n)
+    with tempfile.TemporaryDirectory(prefix="servewise-loadtest-") as tmp:
+        plans = [sched.plan(k, n_proc, client, Path(tmp)) for k in range(n_proc)]
+        fleet = _Fleet(plans, Path(tmp), span_s=float(sched.due_s[-1]), timeout_s=float(timeout_s))
+        results, itl = fleet.run(n, progress)
 
-    arrival = np.asarray(replayed.arrival_s, dtype=float)
-    due = (arrival - arrival[0]) / float(time_scale)
+    samples = Samples.merge(results, itl)
+    if samples.id.tolist() != list(range(n)):
+        raise LoadTestError(f"the generator processes returned {len(samples.id)} records for {n} requests")
+    metadata = _metadata(
+        url, trace, replayed, client, created=created, token=token, time_scale=float(time_scale),
+        max_requests=max_requests, processes=n_proc,
+    )  # fmt: skip
+    d = Path(out_dir)
+    measured, table = build_measured(
+        samples,
+        input_tokens=np.asarray(replayed.input_tokens),
+        output_tokens=np.asarray(replayed.output_tokens),
+        traffic_class=sched.classes,
+        stream=bool(stream),
+        max_send_lag_s=float(max_send_lag_s),
+        processes=_process_stats(results),
+        metadata=metadata,
+        source=d / Measured.FILE,
+    )
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write(d / "requests.csv", lambda f: table.to_csv(f, index=False, lineterminator="\n"))
+    measured.write_json(d / Measured.FILE)
+    return measured
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """What each replayed request is: its send time (seconds after the start), key and Locust name."""
+
+    replayed: Trace
+    due_s: np.ndarray
     keys: list[str | None]
-    if replayed.key is None:
-        keys = [None] * n
-    else:
-        labels = replayed.key_labels or ()
-        keys = [labels[k] for k in replayed.key.tolist()]
-    classes = [replayed.class_names[c] for c in replayed.traffic_class.tolist()]
-    path = API_PATHS[api] if _is_base(url) else _path_of(target)
-    names = [path if c == "default" else f"{path} [{c}]" for c in classes]
+    classes: list[str]
+    """Each request's traffic class."""
+    names: list[str]
+    """Each request's name in Locust's statistics: the path, and the class unless it is the default."""
 
+    @classmethod
+    def of(cls, replayed: Trace, *, time_scale: float, path: str) -> _Schedule:
+        arrival = np.asarray(replayed.arrival_s, dtype=float)
+        keys: list[str | None]
+        if replayed.key is None:
+            keys = [None] * len(replayed)
+        else:
+            labels = replayed.key_labels or ()
+            keys = [labels[k] for k in replayed.key.tolist()]
+        classes = [replayed.class_names[c] for c in replayed.traffic_class.tolist()]
+        names = [path if c == "default" else f"{path} [{c}]" for c in classes]
+        return cls(replayed, (arrival - arrival[0]) / time_scale, keys, classes, names)
+
+    def plan(self, k: int, n_proc: int, client: dict[str, Any], tmp: Path) -> dict[str, Any]:
+        """Generator process ``k``'s plan: the client settings and requests i with i % n_proc == k."""
+        sel = list(range(k, len(self.names), n_proc))
+        t = self.replayed
+        return {
+            "process": k,
+            **client,
+            "requests": {
+                "id": sel,
+                "due_s": [float(self.due_s[i]) for i in sel],
+                "input_tokens": [int(t.input_tokens[i]) for i in sel],
+                "output_tokens": [int(t.output_tokens[i]) for i in sel],
+                "key": [self.keys[i] for i in sel],
+                "name": [self.names[i] for i in sel],
+            },
+            "result": str(tmp / f"result-{k}.json"),
+            "itl": str(tmp / f"itl-{k}.npy"),
+        }
+
+
+def _metadata(
+    url: str, trace: Trace, replayed: Trace, client: dict[str, Any], *, created: str, token: str | None,
+    time_scale: float, max_requests: int | None, processes: int,
+) -> dict[str, Any]:  # fmt: skip
+    """``measured.json``'s metadata: what was load tested, with what, on which trace (no secret in it)."""
+    return {
+        "tool": "servewise",
+        "version": __version__,
+        "created_utc": created,
+        "url": _redact(url),
+        "target": _redact(client["url"]),
+        "api": client["api"],
+        "stream": client["stream"],
+        "model": client["model"],
+        "prompt": client["prompt"],
+        "auth": token is not None,
+        "trace_source": trace.source,
+        "trace_sha256": trace.content_hash(),
+        "trace_requests": len(trace),
+        "replayed_requests": len(replayed),
+        "replayed_sha256": replayed.content_hash(),
+        "time_scale": time_scale,
+        "max_requests": max_requests,
+        "processes": processes,
+        "timeout_s": client["timeout_s"],
+        "client": f"locust {_locust_version()} FastHttpUser",
+    }
+
+
+def _headers(*, stream: bool, token: str | None) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": f"servewise-loadtest/{__version__}",
@@ -115,41 +222,12 @@ def run_loadtest(
         headers["Accept-Encoding"] = "identity"  # read lines as they arrive, not a compressed stream
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    return headers
 
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    with tempfile.TemporaryDirectory(prefix="servewise-loadtest-") as tmp:
-        plans = []
-        for k in range(n_proc):
-            sel = list(range(k, n, n_proc))
-            plans.append(
-                {
-                    "process": k,
-                    "url": target,
-                    "host": _host_of(target),
-                    "api": api,
-                    "stream": bool(stream),
-                    "model": model,
-                    "prompt": prompt,
-                    "timeout_s": float(timeout_s),
-                    "headers": headers,
-                    "requests": {
-                        "id": sel,
-                        "due_s": [float(due[i]) for i in sel],
-                        "input_tokens": [int(replayed.input_tokens[i]) for i in sel],
-                        "output_tokens": [int(replayed.output_tokens[i]) for i in sel],
-                        "key": [keys[i] for i in sel],
-                        "name": [names[i] for i in sel],
-                    },
-                    "result": str(Path(tmp) / f"result-{k}.json"),
-                    "itl": str(Path(tmp) / f"itl-{k}.npy"),
-                }
-            )
-        results, itl = _Fleet(plans, Path(tmp), span_s=float(due[-1]), timeout_s=float(timeout_s)).run(n, progress)
 
-    samples = Samples.merge(results, itl)
-    if samples.id.tolist() != list(range(n)):
-        raise LoadTestError(f"the generator processes returned {len(samples.id)} records for {n} requests")
-    procs = [
+def _process_stats(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each generator process's share of the requests and its CPU time, in process order."""
+    return [
         {
             "process": r["process"],
             "requests": r["requests"],
@@ -162,43 +240,6 @@ def run_loadtest(
         }
         for r in sorted(results, key=lambda r: r["process"])
     ]
-    metadata = {
-        "tool": "servewise",
-        "version": __version__,
-        "created_utc": created,
-        "url": _redact(url),
-        "target": _redact(target),
-        "api": api,
-        "stream": bool(stream),
-        "model": model,
-        "prompt": prompt,
-        "auth": token is not None,
-        "trace_source": trace.source,
-        "trace_sha256": trace.content_hash(),
-        "trace_requests": trace_n,
-        "replayed_requests": n,
-        "replayed_sha256": replayed.content_hash(),
-        "time_scale": float(time_scale),
-        "max_requests": max_requests,
-        "processes": n_proc,
-        "timeout_s": float(timeout_s),
-        "client": f"locust {_locust_version()} FastHttpUser",
-    }
-    doc, table = build_measured(
-        samples,
-        input_tokens=np.asarray(replayed.input_tokens),
-        output_tokens=np.asarray(replayed.output_tokens),
-        traffic_class=classes,
-        stream=bool(stream),
-        max_send_lag_s=float(max_send_lag_s),
-        processes=procs,
-        metadata=metadata,
-    )
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write(d / "requests.csv", lambda f: table.to_csv(f, index=False, lineterminator="\n"))
-    write_json(d / "measured.json", doc)
-    return doc
 
 
 # -- inputs ----------------------------------------------------------------------------

@@ -84,7 +84,7 @@ class _Sides:
 
 
 def _served(
-    deployment_path: Path, replay: Trace, out_dir: Path, load: Callable[[str], dict[str, Any]], *, seed: int,
+    deployment_path: Path, replay: Trace, out_dir: Path, load: Callable[[str], Measured], *, seed: int,
     warmup_s: float, serve_args: list[str] | None, progress: Any,
 ) -> _Sides:  # fmt: skip
     """Simulate the deployment on the replay, serve it here, load test it, stop it."""
@@ -101,22 +101,20 @@ def _served(
     server_info: dict[str, Any] | None = None
     try:
         _note(progress, f"load testing {server.url}")
-        measured_doc = load(server.url)
+        measured = load(server.url)
         server_info = {"url": server.url, "pid": server.pid, "replicas": server.info.get("replicas")}
     finally:
         code = server.stop()
         if server_info is not None:
             server_info["exit_code"] = code
-    measured = Measured.from_doc(measured_doc, out_dir / "measured" / Measured.FILE)
     return _Sides(result.summary, dep.slo, measured, dict(VALIDATION_TOLERANCES), server_info)
 
 
-def _endpoint(url: str, expected_path: Path, out_dir: Path, load: Callable[[str], dict[str, Any]], progress: Any) -> _Sides:
+def _endpoint(url: str, expected_path: Path, load: Callable[[str], Measured], progress: Any) -> _Sides:
     """Load test a running endpoint; the prediction is the advisor's ``expected.json``."""
     exp = load_artifact(expected_path, "expected")
     _note(progress, f"load testing {url}")
-    measured = Measured.from_doc(load(url), out_dir / "measured" / Measured.FILE)
-    return _Sides(exp.summary, None, measured, {**VALIDATION_TOLERANCES, **exp.tolerances})
+    return _Sides(exp.summary, None, load(url), {**VALIDATION_TOLERANCES, **exp.tolerances})
 
 
 def validate(
@@ -149,7 +147,7 @@ def validate(
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    def load(target: str) -> dict[str, Any]:
+    def load(target: str) -> Measured:
         return loadtest.run_loadtest(
             target, replay, out_dir=out_dir / "measured", stream=stream, api=api, token=token,  # type: ignore[arg-type]
             model=model or "servewise", processes=processes,
@@ -160,7 +158,7 @@ def validate(
                         progress=progress)  # fmt: skip
     else:
         assert url is not None and expected_path is not None
-        sides = _endpoint(url, expected_path, out_dir, load, progress)
+        sides = _endpoint(url, expected_path, load, progress)
     measured, gen = sides.measured.summary, sides.measured.generator
     metrics = compare(sides.predicted, measured, sides.tolerances)
     doc: dict[str, Any] = {
