@@ -135,21 +135,21 @@ def run(strategy: str, trace, profiles: list[Path], jobs: int, quick: bool) -> d
     t0 = time.perf_counter()
     plan = advise(parse_space(space(strategy, quick), f"bench {strategy}"), trace, profiles, jobs=jobs)
     wall = time.perf_counter() - t0
-    s = plan.data["search"]
+    s = plan.search
     w = plan.winner
     return {
         "strategy": strategy,
         "wall_s": wall,
-        "search_wall_s": s["search_wall_s"],
-        "robustness_wall_s": s["robustness_wall_s"],
-        "simulations": s["simulations"],
-        "simulation_s": s["simulation_s"],
-        "robustness_simulation_s": s["robustness_simulation_s"],
-        "candidates": s["candidates"],
-        "statuses": s["statuses"],
-        "rungs": s["rungs"],
-        "winner": None if w is None else {"id": w["id"], "label": w["label"], "cost_per_hour_usd": w["cost_per_hour_usd"],
-                                          "binding_slo": w["binding_slo"]},
+        "search_wall_s": s.search_wall_s,
+        "robustness_wall_s": s.robustness_wall_s,
+        "simulations": s.simulations,
+        "simulation_s": s.simulation_s,
+        "robustness_simulation_s": s.robustness_simulation_s,
+        "candidates": s.candidates,
+        "statuses": s.statuses,
+        "rungs": s.rungs,
+        "winner": None if w is None else {"id": w.id, "label": w.label, "cost_per_hour_usd": w.cost_per_hour_usd,
+                                          "binding_slo": w.binding_slo.model_dump(mode="json") if w.binding_slo is not None else None},
     }
 
 

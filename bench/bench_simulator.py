@@ -68,7 +68,7 @@ def case_p2c(n: int, ref_n: int, repeats: int) -> dict:
         "engine_rps": n / engine_s,
         "with_summary_s": full_s,
         "with_summary_rps": n / full_s,
-        "mean_latency_s": res.summary["latency_s"]["mean"],
+        "mean_latency_s": res.summary.latency_s.mean,
         "reference_requests": len(sub),
         "reference_s": ref_s,
         "reference_rps": len(sub) / ref_s,
@@ -118,10 +118,10 @@ def case_azure(repeats: int) -> dict | None:
         "engine_rps": len(trace) / engine_s,
         "with_summary_s": full_s,
         "with_summary_rps": len(trace) / full_s,
-        "p95_latency_s": s["latency_s"]["p95"],
-        "mean_replicas": s["mean_replicas"],
-        "cold_starts": s["cold_starts"],
-        "cache_hit_ratio": s["cache_hit_ratio"],
+        "p95_latency_s": s.latency_s.p95,
+        "mean_replicas": s.mean_replicas,
+        "cold_starts": s.cold_starts,
+        "cache_hit_ratio": s.cache_hit_ratio,
     }
 
 

@@ -20,7 +20,6 @@ Usage (about 4 minutes on the 2-core dev VM)::
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +59,7 @@ def main() -> int:
             )  # fmt: skip
 
     from servewise.profile import load_profile
+    from servewise.results import load_artifact
     from servewise.trace import load_trace
 
     src = load_trace(args.trace)
@@ -105,13 +105,13 @@ def main() -> int:
     ]  # fmt: skip
     print("$ " + " ".join(cmd), flush=True)
     code = subprocess.run(cmd).returncode
-    doc = json.loads((out / "validation" / "validation.json").read_text())
-    print(f"verdict: {doc['verdict']}")
-    for k, m in doc["metrics"].items():
-        rel = m["relative_error"]
-        print(f"  {k:16s} predicted {m['predicted']:.4f}  measured {m['measured']:.4f}  error {rel:+.1%}  (±{m['tolerance']:.0%})")
-    gen = doc["generator"]
-    print(f"  generator: valid={gen.get('valid')} send lag p99 {gen.get('send_lag_s', {}).get('p99')}")
+    v = load_artifact(out / "validation", "validation")
+    print(f"verdict: {v.verdict}")
+    for k, m in v.metrics.items():
+        rel = "—" if m.relative_error is None else f"{m.relative_error:+.1%}"
+        print(f"  {k:16s} predicted {m.predicted:.4f}  measured {m.measured:.4f}  error {rel}  (±{m.tolerance:.0%})")
+    gen = v.generator
+    print(f"  generator: valid={gen.valid} send lag p99 {gen.send_lag_s.p99}")
     print(f"  measured utilisation target {args.util:.0%}; time scale {time_scale:.3f}")
     return code
 
