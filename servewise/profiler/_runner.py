@@ -156,7 +156,10 @@ class _Worker:
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "servewise.profiler._worker", str(self.job_path), str(self.events_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
                 cwd=workdir,  # exporters and quantisers drop temp files in the working directory
                 start_new_session=True,  # Ctrl-C reaches the parent only; it stops the worker
             )
@@ -344,8 +347,14 @@ def run_profile(
 
 def _entry(spec: ModelSpec, v: VariantDef, model_kind: str, status: str, **extra: Any) -> dict[str, Any]:
     return {
-        "model": spec.text, "model_kind": model_kind, "name": v.name, "dtype": v.dtype,
-        "backend": v.backend, "device": v.device, "status": status, **extra,
+        "model": spec.text,
+        "model_kind": model_kind,
+        "name": v.name,
+        "dtype": v.dtype,
+        "backend": v.backend,
+        "device": v.device,
+        "status": status,
+        **extra,
     }
 
 
@@ -370,16 +379,25 @@ def _profile_model(
 
     notify("prepare", {"model": spec.text})
     w, ok = _run_worker(
-        {"mode": "prepare", "spec": spec.text, "workdir": str(mwd), "threads": threads,
-         "onnx": bool(onnx_wanted) and caps.get("onnxruntime") is None and caps.get("onnx") is None,
-         "onnx_int8": "onnx-int8" in onnx_wanted},
-        mwd, "prepare", on_prep,
+        {
+            "mode": "prepare",
+            "spec": spec.text,
+            "workdir": str(mwd),
+            "threads": threads,
+            "onnx": bool(onnx_wanted) and caps.get("onnxruntime") is None and caps.get("onnx") is None,
+            "onnx_int8": "onnx-int8" in onnx_wanted,
+        },
+        mwd,
+        "prepare",
+        on_prep,
     )
     if not ok or prepared.get("event") != "prepared":
         why = prepared.get("error") or w.exit_description()
         for name in variants:
             v = VARIANTS[name]
-            rec.replace(Variant.model_validate(_entry(spec, v, "classic", "failed", error=f"cannot load {spec.text}: {why}")))
+            rec.replace(
+                Variant.model_validate(_entry(spec, v, "classic", "failed", error=f"cannot load {spec.text}: {why}"))
+            )
         rec.write(complete=False)
         notify("model_failed", {"model": spec.text, "error": why})
         return
@@ -397,6 +415,93 @@ def _profile_model(
             _record(rec, notify, Variant.model_validate(_entry(spec, v, kind, "skipped", skip_reason=reason)))
             continue
         _measure_variant(spec, v, kind, grid, settings, threads, prepared, mwd, rec, notify, fault)
+
+
+class _VariantEvents:
+    """Builds a variant's entry from its workers' events, saving the profile after each."""
+
+    def __init__(
+        self,
+        cur: dict[str, Any],
+        grid: list[tuple[str, int, int]],
+        rounds: int,
+        rec: _Recorder,
+        notify: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.cur = cur
+        """The variant entry being built (``rec.current``)."""
+        self.grid = grid
+        self.rounds = rounds
+        self.rec = rec
+        self.notify = notify
+        self.errors: list[str] = []
+        """The workers' ``error`` events: the variant failed."""
+        self.load_times: list[float] = []
+        """Load time of each worker process, seconds."""
+        self.round_medians: dict[tuple[str, int, int], list[float]] = {}
+        """Each point's median of every round so far, by (phase, batch_size, seq_len)."""
+
+    def _peak(self, ev: Event) -> int:
+        return max(ev["peak_mem_bytes"], self.cur.get("peak_mem_bytes") or 0)
+
+    def on_event(self, ev: Event) -> None:
+        cur = self.cur
+        e = ev["event"]
+        if e == "start":
+            cur.setdefault("base_mem_bytes", ev["base_mem_bytes"])
+        elif e == "loaded":
+            self.load_times.append(ev["load_time_s"])
+            cur.update(
+                load_time_s=float(np.median(self.load_times)),
+                load_time_samples_s=list(self.load_times),
+                weights_bytes=ev["weights_bytes"],
+                kv_bytes_per_token=ev["kv_bytes_per_token"],
+                peak_mem_bytes=self._peak(ev),
+            )
+        elif e == "accuracy":
+            cur["accuracy"] = ev["accuracy"]
+        elif e == "accuracy_error":
+            cur["accuracy_error"] = ev["error"]
+        elif e == "point":
+            self._on_point(ev)
+        elif e == "done":
+            cur.update(peak_mem_bytes=self._peak(ev), wall_s=(cur.get("wall_s") or 0.0) + ev["wall_s"])
+        elif e == "error":
+            self.errors.append(ev["error"])
+        self.rec.write(complete=False)
+
+    def _on_point(self, ev: Event) -> None:
+        # A point is re-sent after every round with all its samples so far: replace it.
+        point = Point.model_validate(ev["point"])
+        key = (point.phase, point.batch_size, point.seq_len)
+        if ev.get("round_median") is not None:
+            self.round_medians.setdefault(key, []).append(float(ev["round_median"]))
+        pts = self.cur["points"]
+        at = next((j for j, q in enumerate(pts) if (q["phase"], q["batch_size"], q["seq_len"]) == key), None)
+        if at is None:
+            pts.append(point.model_dump())
+        else:
+            pts[at] = point.model_dump()
+        self.cur["peak_mem_bytes"] = self._peak(ev)
+        n = len(self.grid)
+        done = int(ev.get("round", 0)) * n + (at + 1 if at is not None else len(pts))
+        self.notify("point", {"variant": self.cur["name"], "point": point, "done": done, "total": self.rounds * n})
+
+    def prior(self) -> dict[str, Any]:
+        """What earlier workers measured of each grid point (by grid index), for the next to go on from."""
+        prior = {}
+        for i, (phase, b, s) in enumerate(self.grid):
+            q = next(
+                (q for q in self.cur["points"] if (q["phase"], q["batch_size"], q["seq_len"]) == (phase, b, s)), None
+            )
+            if q is not None:
+                prior[str(i)] = {
+                    "samples": q["samples_s"],
+                    "medians": self.round_medians.get((phase, b, s), []),
+                    "calibration": q.get("calibration_samples_s") or [],
+                    "error": q.get("error"),
+                }
+        return prior
 
 
 def _measure_variant(
@@ -420,96 +525,69 @@ def _measure_variant(
     # Rounds of process k: an even split, in order.
     plan = [list(range(k * rounds // n_proc, (k + 1) * rounds // n_proc)) for k in range(n_proc)]
     base_job = {
-        "mode": "measure", "spec": spec.text, "variant": v.name, "workdir": str(mwd), "threads": threads,
-        "grid": grid, "timing": timing.model_dump(), "model_kind": kind,
+        "mode": "measure",
+        "spec": spec.text,
+        "variant": v.name,
+        "workdir": str(mwd),
+        "threads": threads,
+        "grid": grid,
+        "timing": timing.model_dump(),
+        "model_kind": kind,
         "onnx_paths": prepared.get("onnx_paths") or {},
         "reference_error": prepared.get("reference_error"),
     }
-    error: list[str] = []
-    load_times: list[float] = []
-    round_medians: dict[tuple[str, int, int], list[float]] = {}
+    events = _VariantEvents(cur, grid, rounds, rec, notify)
     notify("variant", {"model": spec.text, "variant": v.name, "points": len(grid)})
-
-    def on_ev(ev: Event) -> None:
-        e = ev["event"]
-        if e == "start":
-            cur.setdefault("base_mem_bytes", ev["base_mem_bytes"])
-        elif e == "loaded":
-            load_times.append(ev["load_time_s"])
-            cur.update(load_time_s=float(np.median(load_times)), load_time_samples_s=list(load_times),
-                       weights_bytes=ev["weights_bytes"],
-                       kv_bytes_per_token=ev["kv_bytes_per_token"],
-                       peak_mem_bytes=max(ev["peak_mem_bytes"], cur.get("peak_mem_bytes") or 0))
-        elif e == "accuracy":
-            cur["accuracy"] = ev["accuracy"]
-        elif e == "accuracy_error":
-            cur["accuracy_error"] = ev["error"]
-        elif e == "point":
-            # A point is re-sent after every round with all its samples so far: replace it.
-            point = Point.model_validate(ev["point"])
-            key = (point.phase, point.batch_size, point.seq_len)
-            if ev.get("round_median") is not None:
-                round_medians.setdefault(key, []).append(float(ev["round_median"]))
-            pts = cur["points"]
-            at = next((j for j, q in enumerate(pts) if (q["phase"], q["batch_size"], q["seq_len"]) == key), None)
-            if at is None:
-                pts.append(point.model_dump())
-            else:
-                pts[at] = point.model_dump()
-            cur["peak_mem_bytes"] = max(ev["peak_mem_bytes"], cur.get("peak_mem_bytes") or 0)
-            done = int(ev.get("round", 0)) * len(grid) + (at + 1 if at is not None else len(pts))
-            notify("point", {"variant": v.name, "point": point, "done": done, "total": rounds * len(grid)})
-        elif e == "done":
-            cur.update(peak_mem_bytes=max(ev["peak_mem_bytes"], cur.get("peak_mem_bytes") or 0),
-                       wall_s=(cur.get("wall_s") or 0.0) + ev["wall_s"])
-        elif e == "error":
-            error.append(ev["error"])
-        rec.write(complete=False)
 
     ok = True
     w: _Worker | None = None
     for k, my_rounds in enumerate(plan):
-        prior = {}
-        for i, (phase, b, s) in enumerate(grid):
-            q = next((q for q in cur["points"] if (q["phase"], q["batch_size"], q["seq_len"]) == (phase, b, s)), None)
-            if q is not None:
-                prior[str(i)] = {"samples": q["samples_s"], "medians": round_medians.get((phase, b, s), []),
-                                 "calibration": q.get("calibration_samples_s") or [], "error": q.get("error")}
         job = {
-            **base_job, "rounds": my_rounds, "prior": prior, "accuracy": k == 0,
+            **base_job,
+            "rounds": my_rounds,
+            "prior": events.prior(),
+            "accuracy": k == 0,
             "fault": asdict(fault) if fault is not None and fault.variant == v.name and k == 0 else None,
         }
         try:
-            w, ok = _run_worker(job, mwd, f"{v.name}.{k}", on_ev)
+            w, ok = _run_worker(job, mwd, f"{v.name}.{k}", events.on_event)
         except KeyboardInterrupt:
             cur["status"] = "incomplete"
             cur["warnings"].append("interrupted (Ctrl-C) before the grid was finished")
             raise
-        if not ok or error:
+        if not ok or events.errors:
             break
     assert w is not None
+    _conclude(cur, len(grid), ok, events.errors, w, kind == "decoder", settings.seed)
+    rec.current = None
+    _record(rec, notify, Variant.model_validate(cur))
+
+
+def _conclude(
+    cur: dict[str, Any], n_grid: int, ok: bool, errors: list[str], w: _Worker, decoder: bool, seed: int
+) -> None:
+    """Give the variant entry ``cur``, its workers done, its status, error, warnings and
+    latency model. ``ok``: the last worker finished cleanly."""
     points = [Point.model_validate(p) for p in cur["points"]]
-    if ok and not error:
+    if ok and not errors:
         cur["status"] = "measured" if any(p.status == "measured" for p in points) else "failed"
         if cur["status"] == "failed":
             cur["error"] = "every grid point failed; first error: " + next((p.error or "" for p in points), "")
     else:
         cur["status"] = "failed"
-        where = f" after {len(points)} of {len(grid)} points" if points or "load_time_s" in cur else " while loading"
-        cur["error"] = (error[0] if error else w.exit_description()) + where
+        where = f" after {len(points)} of {n_grid} points" if points or "load_time_s" in cur else " while loading"
+        cur["error"] = (errors[0] if errors else w.exit_description()) + where
     failed = [p for p in points if p.status == "failed"]
     if failed:
         cur["warnings"].append(f"{len(failed)} grid point(s) failed; first: {failed[0].error}")
     unstable = [p for p in points if p.status == "measured" and not p.stable]
     if unstable:
         cur["warnings"].append(f"{len(unstable)} of {len(points)} points unstable; first: {unstable[0].instability}")
-    lm = fit_latency_model(points, kind == "decoder", seed=settings.seed)
+    lm = fit_latency_model(points, decoder, seed=seed)
     if lm is not None:
         cur["latency_model"] = lm.model_dump()
     elif any(p.status == "measured" for p in points):
         cur["warnings"].append("too few measured points to fit a latency model (need 4)")
-    rec.current = None
-    _record(rec, notify, Variant.model_validate(cur))
 
 
 def _record(rec: _Recorder, notify: Callable[[str, dict[str, Any]], None], variant: Variant) -> None:
