@@ -16,10 +16,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from servewise.procs import die_with_parent
+
+if TYPE_CHECKING:
+    from servewise.profiler._timing import TimingSettings
 
 __all__ = ["main"]
 
@@ -98,8 +102,13 @@ def _prepare(job: dict[str, Any], ev: _Events) -> None:
         except Exception as err:  # noqa: BLE001 - recorded per variant, never hidden
             onnx_errors = {"*": f"ONNX export failed: {_first_line(err)}"}
     ev.emit(
-        "prepared", model_kind=loaded.kind, max_len=loaded.max_len, vocab_size=loaded.vocab_size,
-        onnx_paths=onnx_paths, onnx_errors=onnx_errors, reference_error=reference_error,
+        "prepared",
+        model_kind=loaded.kind,
+        max_len=loaded.max_len,
+        vocab_size=loaded.vocab_size,
+        onnx_paths=onnx_paths,
+        onnx_errors=onnx_errors,
+        reference_error=reference_error,
     )
 
 
@@ -113,6 +122,7 @@ def _accuracy(ref: Any, out: Any, kind: str, reference: str) -> dict[str, Any]:
     acc: dict[str, Any] = {"reference": reference, "n_inputs": int(ref.shape[0])}
     acc["max_abs_diff"] = float(np.max(np.abs(ref - out)))
     if kind == "decoder":
+
         def log_softmax(x: Any) -> Any:
             x = x - x.max(axis=-1, keepdims=True)
             return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
@@ -168,11 +178,9 @@ def _calibration(torch: Any) -> Callable[[], list[float]]:
 
 
 def _measure(job: dict[str, Any], ev: _Events) -> None:
-    import numpy as np
-
     base = _rss_bytes()
     from servewise.profiler._spec import parse_spec
-    from servewise.profiler._timing import TimingSettings, latency_stats, measure, stability
+    from servewise.profiler._timing import TimingSettings
     from servewise.profiler._variants import VARIANTS
 
     spec = parse_spec(job["spec"])
@@ -201,6 +209,18 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
     first_run()
     load_time = time.perf_counter() - t0
     ev.emit("loaded", load_time_s=load_time, weights_bytes=wbytes, kv_bytes_per_token=kv, peak_mem_bytes=peak())
+    _check_accuracy(job, ev, runner, workdir)
+
+    calibrate = _calibration(torch) if not cuda and not variant.backend.startswith("onnxruntime") else None
+    empty_cache = torch.cuda.empty_cache if cuda else None
+    _measure_rounds(job, ev, runner, grid, TimingSettings(**job["timing"]), calibrate, empty_cache, peak)
+    ev.emit("done", peak_mem_bytes=peak(), wall_s=time.perf_counter() - t0)
+
+
+def _check_accuracy(job: dict[str, Any], ev: _Events, runner: Any, workdir: Path) -> None:
+    """Emit the runner's accuracy against the fp32 reference outputs, or why it has none;
+    nothing when an earlier process of this variant measured it (``accuracy`` false)."""
+    import numpy as np
 
     try:
         if not job.get("accuracy", True):
@@ -215,23 +235,55 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
     except Exception as err:  # noqa: BLE001 - the variant's timings still count
         ev.emit("accuracy_error", error=str(err) if isinstance(err, RuntimeError) else _first_line(err))
 
-    timing = TimingSettings(**job["timing"])
-    calibrate = _calibration(torch) if not cuda and not variant.backend.startswith("onnxruntime") else None
+
+@dataclass
+class _PointSamples:
+    """One grid point's measurements so far, this process's after the earlier ones' (``prior``)."""
+
+    samples: list[float]
+    """Every timed sample, seconds."""
+    medians: list[float]
+    """The median of each round's samples, seconds."""
+    calibration: list[float]
+    """Calibration-kernel timings taken before the point in each round, seconds."""
+    error: str | None
+    """Why the point failed (it is not measured again); None while it has not."""
+
+    @classmethod
+    def from_prior(cls, prior: dict[str, Any]) -> _PointSamples:
+        return cls(
+            samples=list(prior.get("samples", [])),
+            medians=list(prior.get("medians", [])),
+            calibration=list(prior.get("calibration", [])),
+            error=prior.get("error"),
+        )
+
+
+def _measure_rounds(
+    job: dict[str, Any],
+    ev: _Events,
+    runner: Any,
+    grid: list[tuple[Any, ...]],
+    timing: TimingSettings,
+    calibrate: Callable[[], list[float]] | None,
+    empty_cache: Callable[[], None] | None,
+    peak: Callable[[], int],
+) -> None:
+    """Time every grid point in each of this process's rounds, emitting each point after
+    each round with all its samples so far. A point that raises is failed and not timed again."""
     fault = job.get("fault") or {}
     # Rounds: every point gets a share of its samples in each pass over the grid, so a
     # slow drift of the machine spreads over all points instead of biasing some.
     prior = job.get("prior") or {}
-    samples: list[list[float]] = [list(prior.get(str(i), {}).get("samples", [])) for i in range(len(grid))]
-    medians: list[list[float]] = [list(prior.get(str(i), {}).get("medians", [])) for i in range(len(grid))]
-    failed: list[str | None] = [prior.get(str(i), {}).get("error") for i in range(len(grid))]
-    calib: list[list[float]] = [list(prior.get(str(i), {}).get("calibration", [])) for i in range(len(grid))]
+    state = [_PointSamples.from_prior(prior.get(str(i), {})) for i in range(len(grid))]
     one_round = timing.round()
     my_rounds = list(job.get("rounds") or range(max(timing.rounds, 1)))
     for r in my_rounds:
         # A fresh process warms up fully; a later round in the same process briefly.
         settings = one_round if r == my_rounds[0] else one_round.with_(warmup_s=one_round.warmup_s / 4)
         for i, (phase, b, s) in enumerate(grid):
-            if failed[i] is not None:
+            st = state[i]
+            if st.error is not None:
                 continue
             point: dict[str, Any] = {"phase": phase, "batch_size": int(b), "seq_len": int(s)}
             try:
@@ -239,32 +291,54 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
                     if fault.get("mode") == "kill":
                         os.kill(os.getpid(), signal.SIGKILL)
                     raise RuntimeError("injected fault (test)")
-                make = {"forward": runner.forward, "prefill": runner.prefill, "decode": runner.decode}[phase]
-                run, reset = make(int(b), int(s))  # rebuilt every round: only one point's inputs live at a time
-                if calibrate is not None:
-                    calib[i] += calibrate()
-                m = measure(run, settings, reset=reset, prior=samples[i])
-                del run, reset
-                samples[i] += m.samples_s
-                medians[i].append(float(np.median(m.samples_s)))
-                ci, stable, why = stability(samples[i], medians[i], timing.target_ci)
-                point.update(
-                    status="measured",
-                    samples_s=samples[i],
-                    round_medians_s=medians[i],
-                    calibration_samples_s=calib[i],
-                    latency_s=latency_stats(samples[i], ci),
-                    stable=stable,
-                    instability=why,
-                )
+                point.update(_measure_point(runner, phase, int(b), int(s), settings, st, calibrate, timing.target_ci))
             except Exception as err:  # noqa: BLE001 - one failed point must not lose the others
-                failed[i] = _first_line(err)
-                point.update(status="failed", error=failed[i])
-                if cuda:
-                    torch.cuda.empty_cache()
-            ev.emit("point", point=point, round=r, round_median=medians[i][-1] if medians[i] else None,
-                    peak_mem_bytes=peak())
-    ev.emit("done", peak_mem_bytes=peak(), wall_s=time.perf_counter() - t0)
+                st.error = _first_line(err)
+                point.update(status="failed", error=st.error)
+                if empty_cache is not None:
+                    empty_cache()
+            ev.emit(
+                "point",
+                point=point,
+                round=r,
+                round_median=st.medians[-1] if st.medians else None,
+                peak_mem_bytes=peak(),
+            )
+
+
+def _measure_point(
+    runner: Any,
+    phase: str,
+    batch: int,
+    seq: int,
+    settings: TimingSettings,
+    st: _PointSamples,
+    calibrate: Callable[[], list[float]] | None,
+    target_ci: float,
+) -> dict[str, Any]:
+    """One round of one grid point, added to ``st``: the point's fields as measured so far."""
+    import numpy as np
+
+    from servewise.profiler._timing import latency_stats, measure, stability
+
+    make = {"forward": runner.forward, "prefill": runner.prefill, "decode": runner.decode}[phase]
+    run, reset = make(batch, seq)  # rebuilt every round: only one point's inputs live at a time
+    if calibrate is not None:
+        st.calibration += calibrate()
+    m = measure(run, settings, reset=reset, prior=st.samples)
+    del run, reset
+    st.samples += m.samples_s
+    st.medians.append(float(np.median(m.samples_s)))
+    ci, stable, why = stability(st.samples, st.medians, target_ci)
+    return {
+        "status": "measured",
+        "samples_s": st.samples,
+        "round_medians_s": st.medians,
+        "calibration_samples_s": st.calibration,
+        "latency_s": latency_stats(st.samples, ci),
+        "stable": stable,
+        "instability": why,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
