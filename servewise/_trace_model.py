@@ -70,6 +70,63 @@ def _labels(name: str, labels: Any) -> tuple[str, ...]:
     return labels
 
 
+def _arrivals(values: Any) -> np.ndarray:
+    """Copy ``values`` to a read-only float64 column of finite, non-decreasing times >= 0."""
+    arr = np.array(values, dtype=np.float64, copy=True)
+    if arr.ndim != 1:
+        raise ConfigError(f"Trace.arrival_s must be a 1-D array, got shape {arr.shape}")
+    if arr.shape[0]:
+        if not np.all(np.isfinite(arr)) or arr.min() < 0:
+            raise ConfigError("Trace.arrival_s must be finite and >= 0, got other values")
+        bad = np.flatnonzero(np.diff(arr) < 0)
+        if bad.size:
+            i = int(bad[0]) + 1
+            raise ConfigError(
+                f"Trace.arrival_s must be non-decreasing, got {arr[i]!r} after {arr[i - 1]!r} at index {i}"
+            )
+    return _readonly(arr)
+
+
+def _keys(key: Any, key_labels: Any, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The key column and its labels; without labels, code k is labelled ``str(k)``."""
+    codes = _int_column("key", key, n)
+    if key_labels is None:
+        k = int(codes.max()) + 1 if n else 0
+        return codes, tuple(str(i) for i in range(k))
+    labels = _labels("key_labels", key_labels)
+    if n and codes.max() >= len(labels):
+        raise ConfigError(f"Trace.key codes must be < len(key_labels) = {len(labels)}, got {int(codes.max())}")
+    return codes, labels
+
+
+def _classes(traffic_class: Any, class_names: Any, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The read-only int32 traffic-class column (all class 0 when None) and the class names."""
+    names = _labels("class_names", class_names)
+    if not names:
+        raise ConfigError("Trace.class_names must name at least one class, got ()")
+    if traffic_class is None:
+        tc = np.zeros(n, dtype=np.int32)
+    else:
+        tc = _int_column("traffic_class", traffic_class, n)
+        if n and tc.max() >= len(names):
+            raise ConfigError(
+                f"Trace.traffic_class codes must be < len(class_names) = {len(names)}, got {int(tc.max())}"
+            )
+        tc = tc.astype(np.int32)
+    return _readonly(tc), names
+
+
+def _prefix_blocks(blocks: Any, n: int) -> tuple[tuple[int, ...], ...]:
+    """One tuple of integer block ids per request."""
+    try:
+        pb = tuple(tuple(map(operator.index, row)) for row in blocks)
+    except TypeError as exc:
+        raise ConfigError(f"Trace.prefix_blocks must be sequences of integers, got {exc}") from None
+    if len(pb) != n:
+        raise ConfigError(f"Trace.prefix_blocks must have one entry per request ({n}), got {len(pb)}")
+    return pb
+
+
 def _canonical_codes(codes: np.ndarray, labels: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Renumber codes densely in order of first appearance; labels follow their codes."""
     if codes.size == 0:
@@ -114,63 +171,23 @@ class Trace:
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
-        arr = np.array(self.arrival_s, dtype=np.float64, copy=True)
-        if arr.ndim != 1:
-            raise ConfigError(f"Trace.arrival_s must be a 1-D array, got shape {arr.shape}")
+        arr = _arrivals(self.arrival_s)
         n = arr.shape[0]
-        if n:
-            if not np.all(np.isfinite(arr)) or arr.min() < 0:
-                raise ConfigError("Trace.arrival_s must be finite and >= 0, got other values")
-            bad = np.flatnonzero(np.diff(arr) < 0)
-            if bad.size:
-                i = int(bad[0]) + 1
-                raise ConfigError(
-                    f"Trace.arrival_s must be non-decreasing, got {arr[i]!r} after {arr[i - 1]!r} at index {i}"
-                )
-        setattr_(self, "arrival_s", _readonly(arr))
+        setattr_(self, "arrival_s", arr)
         setattr_(self, "input_tokens", _int_column("input_tokens", self.input_tokens, n))
         setattr_(self, "output_tokens", _int_column("output_tokens", self.output_tokens, n))
-
         if self.key is None:
             if self.key_labels is not None:
                 raise ConfigError("Trace.key_labels must be None when Trace.key is None")
         else:
-            key = _int_column("key", self.key, n)
-            if self.key_labels is None:
-                k = int(key.max()) + 1 if n else 0
-                labels = tuple(str(i) for i in range(k))
-            else:
-                labels = _labels("key_labels", self.key_labels)
-                if n and key.max() >= len(labels):
-                    raise ConfigError(
-                        f"Trace.key codes must be < len(key_labels) = {len(labels)}, got {int(key.max())}"
-                    )
+            key, labels = _keys(self.key, self.key_labels, n)
             setattr_(self, "key", key)
             setattr_(self, "key_labels", labels)
-
-        names = _labels("class_names", self.class_names)
-        if not names:
-            raise ConfigError("Trace.class_names must name at least one class, got ()")
+        tc, names = _classes(self.traffic_class, self.class_names, n)
         setattr_(self, "class_names", names)
-        if self.traffic_class is None:
-            tc = np.zeros(n, dtype=np.int32)
-        else:
-            tc = _int_column("traffic_class", self.traffic_class, n)
-            if n and tc.max() >= len(names):
-                raise ConfigError(
-                    f"Trace.traffic_class codes must be < len(class_names) = {len(names)}, got {int(tc.max())}"
-                )
-            tc = tc.astype(np.int32)
-        setattr_(self, "traffic_class", _readonly(tc))
-
+        setattr_(self, "traffic_class", tc)
         if self.prefix_blocks is not None:
-            try:
-                pb = tuple(tuple(map(operator.index, row)) for row in self.prefix_blocks)
-            except TypeError as exc:
-                raise ConfigError(f"Trace.prefix_blocks must be sequences of integers, got {exc}") from None
-            if len(pb) != n:
-                raise ConfigError(f"Trace.prefix_blocks must have one entry per request ({n}), got {len(pb)}")
-            setattr_(self, "prefix_blocks", pb)
+            setattr_(self, "prefix_blocks", _prefix_blocks(self.prefix_blocks, n))
         if self.block_tokens is not None:
             bt = self.block_tokens
             if isinstance(bt, bool) or not isinstance(bt, (int, np.integer)) or bt < 1:
