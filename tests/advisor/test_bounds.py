@@ -91,7 +91,7 @@ def test_md1_bound_is_the_exact_fifo_queue_and_matches_pollaczek_khinchine(make_
     b = lower_bounds(dep, tr)
     assert b is not None
     assert b["utilisation"] == pytest.approx(rho, rel=0.05)
-    sim = simulate(dep, tr, seed=0).summary["latency_s"]
+    sim = simulate(dep, tr, seed=0).summary.latency_s.model_dump()
     # one FIFO server with deterministic service: the fluid queue IS the queue
     exact = _lindley_loop(tr.arrival_s, np.full(len(tr), D64), 1.0) + D64
     for k in STATS:
@@ -110,7 +110,7 @@ def test_mdc_bound_is_below_the_simulation(make_variant: Any, servers: int, rho:
     dep = _profiled(v, replicas=servers, balancer={"policy": policy})
     b = lower_bounds(dep, tr)
     assert b is not None
-    sim = simulate(dep, tr, seed=1).summary["latency_s"]
+    sim = simulate(dep, tr, seed=1).summary.latency_s.model_dump()
     _below(b["latency_s"], sim, f"M/D/{servers} rho={rho} {policy}")
     # the fluid part is M/D/1 with a server `servers` times as fast: the bound's mean is at
     # least max(service time, that queue's Pollaczek–Khinchine mean) (up to sampling)
@@ -130,7 +130,7 @@ def test_linear_service_time_deployment(servers: int, rho: float) -> None:
                             "balancer": {"policy": "least_outstanding"}})
     b = lower_bounds(dep, tr)
     assert b is not None and b["utilisation"] == pytest.approx(rho, rel=0.05)
-    sim = simulate(dep, tr, seed=0).summary["latency_s"]
+    sim = simulate(dep, tr, seed=0).summary.latency_s.model_dump()
     _below(b["latency_s"], sim, f"linear M/D/{servers}")
     if servers == 1:
         assert b["latency_s"]["mean"] == pytest.approx(sim["mean"], rel=1e-9)
@@ -155,7 +155,7 @@ def test_bound_holds_when_short_requests_overtake_long_ones(
     dep = _profiled(v, replicas=servers, balancer={"policy": "least_outstanding"}, batching=batching)
     b = lower_bounds(dep, tr)
     assert b is not None
-    sim = simulate(dep, tr, seed=0).summary["latency_s"]
+    sim = simulate(dep, tr, seed=0).summary.latency_s.model_dump()
     _below(b["latency_s"], sim, f"heterogeneous ×{servers} rho={rho}")
 
 
@@ -167,7 +167,7 @@ def test_single_fifo_server_with_heterogeneous_service_is_exact(make_variant: An
     b = lower_bounds(dep, tr)
     own = v.batch_time(1, tr.input_tokens)
     exact = _lindley_loop(tr.arrival_s, own, 1.0) + own
-    sim = simulate(dep, tr, seed=0).summary["latency_s"]
+    sim = simulate(dep, tr, seed=0).summary.latency_s.model_dump()
     assert b is not None
     assert b["latency_s"]["mean"] == pytest.approx(float(exact.mean()), rel=1e-9)
     assert b["latency_s"]["p95"] == pytest.approx(sim["p95"], rel=1e-9)
@@ -183,8 +183,8 @@ def test_engine_bound_with_heavy_tailed_outputs(make_variant: Any) -> None:
         b = lower_bounds(dep, tr)
         assert b is not None
         sim = simulate(dep, tr, seed=0).summary
-        _below(b["latency_s"], sim["latency_s"], f"engine ×{servers} at {rate} rps")
-        _below(b["ttft_s"], sim["ttft_s"], f"engine ×{servers} at {rate} rps, TTFT")
+        _below(b["latency_s"], sim.latency_s.model_dump(), f"engine ×{servers} at {rate} rps")
+        _below(b["ttft_s"], sim.ttft_s.model_dump(), f"engine ×{servers} at {rate} rps, TTFT")
 
 
 def test_decoder_without_an_engine_is_bounded_by_its_generation_time(make_variant: Any) -> None:
@@ -200,7 +200,7 @@ def test_decoder_without_an_engine_is_bounded_by_its_generation_time(make_varian
         dep = _profiled(v, replicas=servers)
         b = lower_bounds(dep, tr)
         assert b is not None
-        _below(b["latency_s"], simulate(dep, tr, seed=0).summary["latency_s"], f"decoder ×{servers}")
+        _below(b["latency_s"], simulate(dep, tr, seed=0).summary.latency_s.model_dump(), f"decoder ×{servers}")
 
 
 # --------------------------------------------------------------------------- pruning
@@ -251,20 +251,20 @@ def test_advise_prunes_overloaded_candidates_and_only_those(tmp_path: Path, make
         "search": {"replications": 0, "headroom": False},
     })
     plan = advise(sp, tr, [p], jobs=1)
-    pruned = [c for c in plan.data["candidates"] if c["status"] == "pruned"]
+    pruned = [c for c in plan.candidates if c.status == "pruned"]
     # replicas 1 and 2 cannot keep up (rho 2.6 and 1.3); with a bounded queue no bound applies
-    assert sorted(c["deployment"]["replicas"] for c in pruned) == [1, 2]
+    assert sorted(c.deployment["replicas"] for c in pruned) == [1, 2]
     for c in pruned:
-        assert "queue" not in c["deployment"] or c["deployment"]["queue"].get("capacity") is None
-        assert c["pruned_by"]["slo"] == "p95_latency_s"
-        assert c["pruned_by"]["bound"] > c["pruned_by"]["limit"] == 5 * D64
-        assert c["bound"]["latency_s"]["p95"] == pytest.approx(c["pruned_by"]["bound"])
-        assert c["feasible"] is False and c["binding_slo"]["bound"] is True
+        assert "queue" not in c.deployment or c.deployment["queue"].get("capacity") is None
+        assert c.pruned_by.slo == "p95_latency_s"
+        assert c.pruned_by.bound > c.pruned_by.limit == 5 * D64
+        assert c.bound.latency_s.p95 == pytest.approx(c.pruned_by.bound)
+        assert c.feasible is False and c.binding_slo.bound is True
         # and the simulation agrees: it does miss the SLO
-        res = simulate(build_deployment(c["deployment"], v), tr, seed=0)
-        assert res.data["slo"]["pass"] is False
-        assert res.summary["latency_s"]["p95"] >= c["pruned_by"]["bound"] * (1 - 1e-9)
-    for c in plan.data["candidates"]:
-        if (c["deployment"].get("queue") or {}).get("capacity") is not None:
-            assert c["bound"] is None and c["status"] == "evaluated"
-    assert plan.winner is not None and plan.winner["deployment"]["replicas"] >= 3
+        res = simulate(build_deployment(c.deployment, v), tr, seed=0)
+        assert res.slo.passed is False
+        assert res.summary.latency_s.p95 >= c.pruned_by.bound * (1 - 1e-9)
+    for c in plan.candidates:
+        if (c.deployment.get("queue") or {}).get("capacity") is not None:
+            assert c.bound is None and c.status == "evaluated"
+    assert plan.winner is not None and plan.winner.deployment["replicas"] >= 3

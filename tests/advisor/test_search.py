@@ -26,6 +26,7 @@ from servewise.advisor._candidates import build_deployment
 from servewise.cli import app
 from servewise.config import load_deployment
 from servewise.profile import Hardware, Profile, Variant, save_profile
+from servewise.results import Candidate, SimResult, SloResult
 from servewise.simulator import simulate
 from servewise.space import parse_space
 from servewise.trace import TokenSpec, Trace, gamma_renewal, poisson, save_trace
@@ -65,8 +66,8 @@ def _space(base: dict[str, Any], **search: Any) -> Any:
     return parse_space({**base, "search": {**base.get("search", {}), **search}})
 
 
-def _variant_of(c: dict[str, Any], make_variant: Any) -> Variant:
-    return {v.name: v for v in _variants(make_variant)}[c["variant"]]
+def _variant_of(c: Candidate, make_variant: Any) -> Variant:
+    return {v.name: v for v in _variants(make_variant)}[c.variant]
 
 
 # --------------------------------------------------------------------------- the proof
@@ -91,31 +92,32 @@ def test_halving_picks_the_exhaustive_winner_for_less_simulation(
         quick = {"seed": seed, "replications": 0, "headroom": False}  # robustness never changes the winner
         ex = advise(_space(PROOF_SPACE, strategy="exhaustive", **quick), tr, [profile], jobs=1)
         hv = advise(_space(PROOF_SPACE, **quick), tr, [profile], jobs=1)
-        assert hv.data["search"]["strategy"] == "halving"
-        assert ex.data["search"]["candidates"] == 108 == hv.data["search"]["candidates"]
-        assert ex.data["search"]["statuses"] == {"evaluated": 108}
+        assert hv.search.strategy == "halving"
+        assert ex.search.candidates == 108 == hv.search.candidates
+        assert ex.search.statuses == {"evaluated": 108}
         # the test means something: some candidates are infeasible, some pruned, several rungs run
-        assert 0 < sum(1 for c in ex.data["candidates"] if c["feasible"]) < 108
-        assert hv.data["search"]["statuses"].get("pruned", 0) > 0
-        assert len(hv.data["search"]["rungs"]) >= 2
+        assert 0 < sum(1 for c in ex.candidates if c.feasible) < 108
+        assert hv.search.statuses.get("pruned", 0) > 0
+        assert len(hv.search.rungs) >= 2
         assert ex.feasible and hv.feasible
-        assert hv.data["winner"] == ex.data["winner"], (
-            f"seed {seed}: halving chose {hv.winner['label'] if hv.winner else None}, "
-            f"exhaustive {ex.winner['label'] if ex.winner else None}"
+        assert ex.winner is not None and hv.winner is not None
+        assert hv.winner_id == ex.winner_id, (
+            f"seed {seed}: halving chose {hv.winner.label}, exhaustive {ex.winner.label}"
         )
         # same candidate, same full-trace simulation: the same numbers
-        assert hv.winner["metrics"]["latency_s"] == ex.winner["metrics"]["latency_s"]
+        assert hv.winner.metrics is not None and ex.winner.metrics is not None
+        assert hv.winner.metrics.latency_s == ex.winner.metrics.latency_s
         # exhaustive's winner really is the cheapest feasible candidate (brute force over its plan)
-        costs = [c["cost_per_hour_usd"] for c in ex.data["candidates"] if c["feasible"]]
-        assert ex.winner["cost_per_hour_usd"] == pytest.approx(min(costs))
+        costs = [c.cost_per_hour_usd for c in ex.candidates if c.feasible]
+        assert ex.winner.cost_per_hour_usd == pytest.approx(min(costs))
         # no pruned candidate would have met the SLO: exhaustive simulated it and it failed
-        pruned = {c["id"] for c in hv.data["candidates"] if c["status"] == "pruned"}
-        assert not any(c["feasible"] for c in ex.data["candidates"] if c["id"] in pruned)
-        s_ex, s_hv = ex.data["search"]["simulation_s"], hv.data["search"]["simulation_s"]
+        pruned = {c.id for c in hv.candidates if c.status == "pruned"}
+        assert not any(c.feasible for c in ex.candidates if c.id in pruned)
+        s_ex, s_hv = ex.search.simulation_s, hv.search.simulation_s
         assert s_hv < s_ex
         ratios.append(s_hv / s_ex)
-        print(f"{make_trace.__name__} seed {seed}: winner {hv.winner['label']}; halving simulated "
-              f"{hv.data['search']['simulations']} runs in {s_hv:.2f} s, exhaustive 108 in {s_ex:.2f} s "
+        print(f"{make_trace.__name__} seed {seed}: winner {hv.winner.label}; halving simulated "
+              f"{hv.search.simulations} runs in {s_hv:.2f} s, exhaustive 108 in {s_ex:.2f} s "
               f"(ratio {s_hv / s_ex:.2f})")
     record_property("halving_over_exhaustive_simulation_s", [round(r, 3) for r in ratios])
     assert float(np.mean(ratios)) < 0.8
@@ -130,11 +132,11 @@ def test_tpe_finds_the_cheapest_feasible_cost(profile: Path) -> None:
     ex = advise(_space(small, strategy="exhaustive", **quick), tr, [profile], jobs=1)
     tpe = advise(_space(small, strategy="tpe", trials=60, **quick), tr, [profile], jobs=1)
     assert ex.winner is not None and tpe.winner is not None
-    assert tpe.data["search"]["trials"] is not None and tpe.data["search"]["trials"] <= 60
-    assert tpe.winner["feasible"] is True
-    assert tpe.winner["cost_per_hour_usd"] == pytest.approx(ex.winner["cost_per_hour_usd"])
+    assert tpe.search.trials is not None and tpe.search.trials <= 60
+    assert tpe.winner.feasible is True
+    assert tpe.winner.cost_per_hour_usd == pytest.approx(ex.winner.cost_per_hour_usd)
     # it did not simulate more than there is to simulate
-    assert tpe.data["search"]["simulations"] <= 16
+    assert tpe.search.simulations <= 16
 
 
 # --------------------------------------------------------------------------- infeasible
@@ -145,19 +147,20 @@ def test_infeasible_slo_gives_the_closest_candidates(profile: Path, strategy: st
     small = {**PROOF_SPACE, "replicas": {"range": [1, 3]}, "batching": [None],
              "slo": {"p95_latency_s": 0.01, "max_rejection_ratio": 0.01}}  # below any service time (>= 15 ms)
     plan = advise(_space(small, strategy=strategy, replications=0, headroom=False), _poisson(0), [profile], jobs=1)
-    assert plan.feasible is False and plan.winner is None and plan.data["winner"] is None
-    closest = plan.data["closest"]
+    assert plan.feasible is False and plan.winner is None and plan.winner_id is None
+    closest = plan.closest
     assert 1 <= len(closest) <= 3
     for cid in closest:
         c = plan.candidate(cid)
-        assert c["feasible"] is False
-        assert c["binding_slo"]["name"] == "p95_latency_s"
-        assert c["binding_slo"]["value"] > c["binding_slo"]["limit"] == 0.01
+        assert c.feasible is False
+        b = c.binding_slo
+        assert b is not None and b.name == "p95_latency_s"
+        assert b.value is not None and b.value > b.limit == 0.01
     if strategy == "halving":  # the bounds show it without a single simulation
-        assert plan.data["search"]["statuses"] == {"pruned": 18} and plan.data["search"]["simulations"] == 0
+        assert plan.search.statuses == {"pruned": 18} and plan.search.simulations == 0
     else:  # the closest are the smallest SLO excesses among those simulated
-        excess = sorted(c["violation"] for c in plan.data["candidates"])
-        assert [plan.candidate(i)["violation"] for i in closest] == excess[: len(closest)]
+        excess = sorted(c.violation for c in plan.candidates)
+        assert [plan.candidate(i).violation for i in closest] == excess[: len(closest)]
 
 
 def test_cli_infeasible_exits_1_naming_the_binding_slo(tmp_path: Path, profile: Path) -> None:
@@ -208,9 +211,10 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
-def _objectives(c: dict[str, Any]) -> tuple[float, float, float]:
-    m = c["metrics"]
-    return (c["cost_per_hour_usd"], m["latency_s"]["p99"], m.get("accuracy_drift") or 0.0)
+def _objectives(c: Candidate) -> tuple[float, float, float]:
+    m = c.metrics
+    assert m is not None and c.cost_per_hour_usd is not None and m.latency_s.p99 is not None
+    return (c.cost_per_hour_usd, m.latency_s.p99, m.accuracy_drift or 0.0)
 
 
 @pytest.fixture
@@ -224,78 +228,86 @@ def robust_plan(profile: Path) -> tuple[Plan, Trace, Any]:
 def test_ranking_and_pareto_front(robust_plan: tuple[Plan, Trace, Any]) -> None:
     plan, _, _ = robust_plan
     ranked = plan.ranked()
-    assert len(ranked) == 48 == len(plan.data["candidates"])  # exhaustive: every candidate at full fidelity
-    flags = [c["feasible"] for c in ranked]
+    assert len(ranked) == 48 == len(plan.candidates)  # exhaustive: every candidate at full fidelity
+    flags = [c.feasible for c in ranked]
     n_ok = sum(flags)
     assert 0 < n_ok < len(ranked)
     assert flags == [True] * n_ok + [False] * (len(ranked) - n_ok)  # feasible first
-    costs = [round(c["cost_per_hour_usd"], 9) for c in ranked[:n_ok]]  # billed seconds sum with round-off
+    costs = [round(c.cost_per_hour_usd, 9) for c in ranked[:n_ok]]  # billed seconds sum with round-off
     assert costs == sorted(costs)
-    assert plan.data["winner"] == ranked[0]["id"]
+    assert plan.winner_id == ranked[0].id
     # cost is replicas × price over the whole run
     for c in ranked:
-        assert c["cost_per_hour_usd"] == pytest.approx(PRICE * c["deployment"]["replicas"], rel=1e-9)
+        assert c.cost_per_hour_usd == pytest.approx(PRICE * c.deployment["replicas"], rel=1e-9)
     # the misses: smallest SLO excess first
-    misses = [c["violation"] for c in ranked[n_ok:]]
+    misses = [c.violation for c in ranked[n_ok:]]
     assert misses == sorted(misses) and all(v > 0 for v in misses)
     # Pareto front by brute force over the feasible candidates
     feasible = ranked[:n_ok]
-    front = set(plan.data["pareto"])
+    front = set(plan.pareto)
     # the front's cheapest point costs what the winner costs (the winner breaks cost ties by the
     # binding SLO's margin, the front by p99 latency: a same-cost sibling may be the one on it)
     assert front
-    assert min(plan.candidate(i)["cost_per_hour_usd"] for i in front) == pytest.approx(ranked[0]["cost_per_hour_usd"])
+    assert min(plan.candidate(i).cost_per_hour_usd for i in front) == pytest.approx(ranked[0].cost_per_hour_usd)
     for c in feasible:
         dominated = any(_dominates(_objectives(o), _objectives(c)) for o in feasible if o is not c)
-        assert (c["id"] in front) == (not dominated), c["label"]
-    assert front <= {c["id"] for c in feasible}
+        assert (c.id in front) == (not dominated), c.label
+    assert front <= {c.id for c in feasible}
 
 
 def test_robustness_of_the_finalists(robust_plan: tuple[Plan, Trace, Any], make_variant: Any) -> None:
     plan, tr, sp = robust_plan
     s = sp.search
-    feasible = [c for c in plan.ranked() if c["feasible"]]
-    finalists = [c for c in plan.data["candidates"] if c["robustness"] is not None]
-    assert {c["id"] for c in finalists} == {c["id"] for c in feasible[: s.finalists]}
+    feasible = [c for c in plan.ranked() if c.feasible]
+    finalists = [c for c in plan.candidates if c.robustness is not None]
+    assert {c.id for c in finalists} == {c.id for c in feasible[: s.finalists]}
     assert len(finalists) == min(s.finalists, len(feasible))
     uncapped_seen = False
     for c in finalists:
-        rob = c["robustness"]
-        assert rob["seeds"] == [s.seed + j for j in range(s.replications + 1)]
-        assert rob["confidence"] == s.confidence
-        dep = build_deployment(c["deployment"], _variant_of(c, make_variant))
-        runs = [simulate(dep, tr, seed=seed) for seed in rob["seeds"]]
-        for name, ci in rob["metrics"].items():
-            assert ci["n"] == s.replications + 1
-            assert ci["low"] <= ci["mean"] <= ci["high"]
-            values = [r.data["slo"]["checks"][name]["value"] for r in runs]
-            assert ci["mean"] == pytest.approx(float(np.mean(values)), rel=1e-9)  # re-simulated independently
-            assert ci["within_limit"] == (ci["high"] <= ci["limit"])
-        assert rob["pass_rate"] == pytest.approx(np.mean([r.data["slo"]["pass"] for r in runs]))
-        head = rob["headroom"]
-        assert head["rate_multiplier"] >= 1.0
-        at = simulate(dep, tr.scale_rate(head["rate_multiplier"]), seed=s.seed)
-        assert at.data["slo"]["pass"] is True
-        if head["capped"]:
-            assert head["fails_at"] is None and head["rate_multiplier"] == s.headroom_max
+        rob = c.robustness
+        assert rob is not None
+        assert rob.seeds == [s.seed + j for j in range(s.replications + 1)]
+        assert rob.confidence == s.confidence
+        dep = build_deployment(c.deployment, _variant_of(c, make_variant))
+        runs = [simulate(dep, tr, seed=seed) for seed in rob.seeds]
+        for name, ci in rob.metrics.items():
+            assert ci.n == s.replications + 1
+            assert ci.low is not None and ci.mean is not None and ci.high is not None
+            assert ci.low <= ci.mean <= ci.high
+            values = [_slo(r).checks[name].value for r in runs]
+            assert ci.mean == pytest.approx(float(np.mean(values)), rel=1e-9)  # re-simulated independently
+            assert ci.within_limit == (ci.high <= ci.limit)
+        assert rob.pass_rate == pytest.approx(np.mean([_slo(r).passed for r in runs]))
+        head = rob.headroom
+        assert head is not None and head.rate_multiplier >= 1.0
+        at = simulate(dep, tr.scale_rate(head.rate_multiplier), seed=s.seed)
+        assert _slo(at).passed is True
+        if head.capped:
+            assert head.fails_at is None and head.rate_multiplier == s.headroom_max
         else:
             uncapped_seen = True
-            assert 1.0 <= head["rate_multiplier"] < head["fails_at"] <= s.headroom_max
+            assert head.fails_at is not None and 1.0 <= head.rate_multiplier < head.fails_at <= s.headroom_max
             # bisection in log space: the bracket shrinks to headroom_max^(2^-steps)
-            assert head["fails_at"] / head["rate_multiplier"] <= s.headroom_max ** (2.0 ** -s.headroom_steps) * 1.001
-            beyond = simulate(dep, tr.scale_rate(head["fails_at"]), seed=s.seed)
-            assert beyond.data["slo"]["pass"] is False
+            assert head.fails_at / head.rate_multiplier <= s.headroom_max ** (2.0 ** -s.headroom_steps) * 1.001
+            beyond = simulate(dep, tr.scale_rate(head.fails_at), seed=s.seed)
+            assert _slo(beyond).passed is False
     assert uncapped_seen  # at 30 rps a 2-4 replica winner cannot take 4× the load
     # non-finalists get no robustness block
-    assert all(c["robustness"] is None for c in plan.data["candidates"] if c not in finalists)
+    assert all(c.robustness is None for c in plan.candidates if c not in finalists)
+
+
+def _slo(res: SimResult) -> SloResult:
+    assert res.slo is not None  # the deployment sets SLOs
+    return res.slo
 
 
 # --------------------------------------------------------------------------- executors
 
 
 def _ranking_view(plan: Plan) -> list[tuple[Any, ...]]:
-    return [(c["id"], c["status"], c["fidelity"], c["feasible"], c["cost_per_hour_usd"],
-             json.dumps(c["metrics"], sort_keys=True)) for c in plan.ranked()]
+    return [(c.id, c.status, c.fidelity, c.feasible, c.cost_per_hour_usd,
+             json.dumps(c.metrics.model_dump(mode="json") if c.metrics is not None else None, sort_keys=True))
+            for c in plan.ranked()]
 
 
 def test_parallel_local_executor_gives_the_same_plan(profile: Path) -> None:
@@ -305,13 +317,14 @@ def test_parallel_local_executor_gives_the_same_plan(profile: Path) -> None:
     tr = poisson(rate_rps=30, duration_s=300, seed=0, tokens=TOKENS)  # two rungs
     one = advise(sp, tr, [profile], jobs=1)
     two = advise(sp, tr, [profile], jobs=2)
-    assert two.data["search"]["jobs"] == 2 and one.data["search"]["jobs"] == 1
-    assert len(one.data["search"]["rungs"]) >= 2
-    assert one.data["winner"] == two.data["winner"] is not None
-    assert one.data["ranking"] == two.data["ranking"]
+    assert two.search.jobs == 2 and one.search.jobs == 1
+    assert len(one.search.rungs) >= 2
+    assert one.winner_id == two.winner_id is not None
+    assert one.ranking == two.ranking
     assert _ranking_view(one) == _ranking_view(two)
-    assert one.data["search"]["statuses"] == two.data["search"]["statuses"]
-    assert one.winner["robustness"] == two.winner["robustness"]
+    assert one.search.statuses == two.search.statuses
+    assert one.winner is not None and two.winner is not None
+    assert one.winner.robustness == two.winner.robustness
 
 
 @pytest.mark.slow
@@ -323,8 +336,8 @@ def test_ray_executor_gives_the_local_winner(profile: Path) -> None:
     tr = _poisson(1)
     local = advise(sp, tr, [profile], jobs=1)
     ray_plan = advise(sp, tr, [profile], executor="ray", jobs=2)
-    assert ray_plan.data["search"]["executor"] == "ray"
-    assert ray_plan.data["winner"] == local.data["winner"] is not None
+    assert ray_plan.search.executor == "ray"
+    assert ray_plan.winner_id == local.winner_id is not None
     assert _ranking_view(ray_plan) == _ranking_view(local)
 
 
@@ -352,10 +365,38 @@ def test_cli_advise_end_to_end(tmp_path: Path, profile: Path) -> None:
     assert dep.slo is not None and dep.slo.p95_latency_s == space["slo"]["p95_latency_s"]
     # the emitted deployment simulates to the plan's prediction
     res = simulate(dep, load_trace_csv(t), seed=plan["metadata"]["seed"])
-    assert math.isclose(res.summary["latency_s"]["p95"], w["metrics"]["latency_s"]["p95"], rel_tol=1e-9)
+    assert math.isclose(res.summary.latency_s.p95, w["metrics"]["latency_s"]["p95"], rel_tol=1e-9)
 
 
 def load_trace_csv(path: Path) -> Trace:
     from servewise.trace import load_trace
 
     return load_trace(path)
+
+
+# --------------------------------------------------------------------------- margins
+
+
+def test_slo_margins_rank_by_the_one_margin_rule() -> None:
+    """The advisor's margins are servewise.results.slo_margin with ranking=True: always a number."""
+    from servewise.advisor._search import binding, slo_margins
+    from servewise.results import slo_margin
+
+    slo = SloResult.model_validate({"pass": False, "checks": {
+        "p95_latency_s": {"limit": 0.25, "value": 0.2, "pass": True},
+        "min_availability": {"limit": 0.99, "value": 0.98, "pass": False},
+        "max_rejection_ratio": {"limit": 0.0, "value": 0.0, "pass": True},
+        "max_failure_ratio": {"limit": 0.0, "value": 0.1, "pass": False},
+        "p99_latency_s": {"limit": 1.0, "value": None, "pass": False},
+    }})  # fmt: skip
+    m = slo_margins(slo)
+    assert m["p95_latency_s"] == pytest.approx(0.2) == slo_margin("p95_latency_s", 0.2, 0.25)
+    assert m["min_availability"] == pytest.approx((0.98 - 0.99) / 0.99)
+    assert m["max_rejection_ratio"] == math.inf  # a zero limit met exactly: nothing binds
+    assert m["max_failure_ratio"] == pytest.approx(-0.1)  # a zero limit missed: the excess itself
+    assert m["p99_latency_s"] == -math.inf  # unknown is never a pass
+    # the report's reading of the same rule: no number where there is no scale or no value
+    assert slo_margin("max_failure_ratio", 0.1, 0.0) is None and slo_margin("p99_latency_s", None, 1.0) is None
+    assert slo_margins(None) == {} and binding(None) is None
+    b = binding(slo)
+    assert b == {"name": "p99_latency_s", "value": None, "limit": 1.0, "margin": None}

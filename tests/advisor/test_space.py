@@ -241,25 +241,25 @@ def test_on_prem_inventory_limits_replicas_and_prices_amortised(tmp_path: Path, 
     })
     tr = _trace(rate, 120)
     plan = advise(sp, tr, [p], jobs=1)
-    by_replicas = {c["deployment"]["replicas"]: c for c in plan.data["candidates"]}
+    by_replicas = {c.deployment["replicas"]: c for c in plan.candidates}
     assert sorted(by_replicas) == [1, 2, 3, 4, 5, 6]
     for r, c in by_replicas.items():
         if r > machines * per_machine:
-            assert c["status"] == "static_infeasible" and c["feasible"] is False
-            assert c["static"]["constraint"] == "inventory"
-            assert (c["static"]["value"], c["static"]["limit"]) == (r, machines * per_machine)
+            assert c.status == "static_infeasible" and c.feasible is False
+            assert c.static.constraint == "inventory"
+            assert (c.static.value, c.static.limit) == (r, machines * per_machine)
         else:
-            assert c["status"] != "static_infeasible"
-        assert c["deployment"]["price_per_hour_usd"] == pytest.approx(machine_price / per_machine)
+            assert c.status != "static_infeasible"
+        assert c.deployment["price_per_hour_usd"] == pytest.approx(machine_price / per_machine)
     w = plan.winner
     assert w is not None
-    r = w["deployment"]["replicas"]
+    r = w.deployment["replicas"]
     assert 3 <= r <= 4  # under 3 replicas the queue grows without bound
-    assert w["cost_per_hour_usd"] == pytest.approx(r * machine_price / per_machine, rel=1e-9)
+    assert w.cost_per_hour_usd == pytest.approx(r * machine_price / per_machine, rel=1e-9)
     # the winner is the fewest replicas that meet the SLO: one fewer does not
     variant = make_variant("fp32")
-    fewer = build_deployment({**w["deployment"], "replicas": r - 1}, variant)
-    assert simulate(fewer, tr, seed=sp.search.seed).data["slo"]["pass"] is False
+    fewer = build_deployment({**w.deployment, "replicas": r - 1}, variant)
+    assert simulate(fewer, tr, seed=sp.search.seed).slo.passed is False
 
 
 def _classed_trace(rate: float, sensitive_share: float, duration_s: float, seed: int) -> Trace:
@@ -287,20 +287,20 @@ def test_hybrid_pins_sensitive_traffic_to_the_on_prem_pool(tmp_path: Path, make_
         "slo": {"p95_latency_s": 0.4}, **FAST,
     })
     plan = advise(sp, tr, [p_local, p_cloud], jobs=1)
-    for c in plan.data["candidates"]:
-        pools = c["deployment"]["pools"]
+    for c in plan.candidates:
+        pools = c.deployment["pools"]
         assert pools[0] == {"name": "onprem", "instance_type": "local", "replicas": 1,
                             "price_per_hour_usd": onprem_price}
-        assert c["deployment"]["placement"] == {"sensitive": ["onprem"]}
+        assert c.deployment["placement"] == {"sensitive": ["onprem"]}
         if len(pools) > 1:
             # the cloud profile's model is exactly twice as fast: the burst pool runs at speed 2
             assert pools[1]["instance_type"] == "c7i.2xlarge" and pools[1]["speed_factor"] == pytest.approx(2.0)
             assert pools[1]["price_per_hour_usd"] == pytest.approx(cloud_price)
     w = plan.winner
-    assert w is not None and len(w["deployment"]["pools"]) == 2
-    k = w["deployment"]["pools"][1]["replicas"]
-    assert w["cost_per_hour_usd"] == pytest.approx(onprem_price + k * cloud_price, rel=1e-9)
-    dep = build_deployment(w["deployment"], make_variant("fp32"))
+    assert w is not None and len(w.deployment["pools"]) == 2
+    k = w.deployment["pools"][1]["replicas"]
+    assert w.cost_per_hour_usd == pytest.approx(onprem_price + k * cloud_price, rel=1e-9)
+    dep = build_deployment(w.deployment, make_variant("fp32"))
     res = simulate(dep, tr, seed=0)
     req = res.requests
     sens = req[req["traffic_class"] == "sensitive"]
@@ -309,7 +309,7 @@ def test_hybrid_pins_sensitive_traffic_to_the_on_prem_pool(tmp_path: Path, make_
     assert set(sens["pool"]) == {"onprem"}
     assert set(other["pool"]) == {"onprem", "cloud"}
     # and the same deployment without the placement does send sensitive requests to the cloud
-    free = build_deployment({**w["deployment"], "placement": None}, make_variant("fp32"))
+    free = build_deployment({**w.deployment, "placement": None}, make_variant("fp32"))
     req2 = simulate(free, tr, seed=0).requests
     assert (req2[req2["traffic_class"] == "sensitive"]["pool"] == "cloud").any()
 
@@ -329,26 +329,26 @@ def test_edge_single_replica_memory_and_compute(tmp_path: Path, make_variant: An
     })
     tr = _trace(0.05 / D64, 300)  # a 5% load: requests hardly ever queue
     plan = advise(sp, tr, [p], jobs=1)
-    assert plan.data["search"]["combinations"] == 2 * 3 * 3
-    cands = plan.data["candidates"]
+    assert plan.search.combinations == 2 * 3 * 3
+    cands = plan.candidates
     assert len(cands) == 2 * 3  # the replicas axis collapses: one device, one replica
     for c in cands:
-        pools = c["deployment"]["pools"]
+        pools = c.deployment["pools"]
         assert len(pools) == 1 and pools[0]["replicas"] == 1 and pools[0]["speed_factor"] == speed
-        conc = c["deployment"].get("concurrency", 1)
-        if c["variant"] == "fp32":
-            assert c["status"] == "static_infeasible" and c["static"]["constraint"] == "memory"
-            assert (c["static"]["value"], c["static"]["limit"]) == (2 * gib, gib)
+        conc = c.deployment.get("concurrency", 1)
+        if c.variant == "fp32":
+            assert c.status == "static_infeasible" and c.static.constraint == "memory"
+            assert (c.static.value, c.static.limit) == (2 * gib, gib)
         elif conc > 2:
-            assert c["status"] == "static_infeasible" and c["static"]["constraint"] == "compute"
-            assert (c["static"]["value"], c["static"]["limit"]) == (conc, 2)
+            assert c.status == "static_infeasible" and c.static.constraint == "compute"
+            assert (c.static.value, c.static.limit) == (conc, 2)
         else:
-            assert c["status"] != "static_infeasible"
+            assert c.status != "static_infeasible"
     w = plan.winner
-    assert w is not None and w["variant"] == "int8" and w["deployment"].get("concurrency", 1) <= 2
+    assert w is not None and w.variant == "int8" and w.deployment.get("concurrency", 1) <= 2
     # service on the device takes the profile's time over its speed factor
-    assert w["metrics"]["latency_s"]["p50"] == pytest.approx(D64 / speed, rel=1e-6)
-    assert w["cost_per_hour_usd"] == pytest.approx(0.01)
+    assert w.metrics.latency_s.p50 == pytest.approx(D64 / speed, rel=1e-6)
+    assert w.cost_per_hour_usd == pytest.approx(0.01)
 
 
 def test_accuracy_drift_limit(tmp_path: Path, make_variant: Any) -> None:
@@ -369,24 +369,24 @@ def test_accuracy_drift_limit(tmp_path: Path, make_variant: Any) -> None:
         return advise(sp, tr, [p], jobs=1)
 
     strict = plan_for(0.01)
-    for c in strict.data["candidates"]:
-        if c["variant"] == "fp32":
-            assert c["status"] != "static_infeasible"
+    for c in strict.candidates:
+        if c.variant == "fp32":
+            assert c.status != "static_infeasible"
             continue
-        assert c["status"] == "static_infeasible" and c["feasible"] is False
-        assert c["static"]["constraint"] == "max_accuracy_drift"
-        assert c["static"]["limit"] == 0.01
-        if c["variant"] == "int8":
-            assert c["static"]["value"] == pytest.approx(0.05)
+        assert c.status == "static_infeasible" and c.feasible is False
+        assert c.static.constraint == "max_accuracy_drift"
+        assert c.static.limit == 0.01
+        if c.variant == "int8":
+            assert c.static.value == pytest.approx(0.05)
         else:
-            assert c["static"]["value"] is None and "no accuracy" in c["static"]["detail"]
-    assert strict.winner is not None and strict.winner["variant"] == "fp32"
-    assert all(strict.candidate(i)["variant"] == "fp32" for i in strict.data["ranking"])
+            assert c.static.value is None and "no accuracy" in c.static.detail
+    assert strict.winner is not None and strict.winner.variant == "fp32"
+    assert all(strict.candidate(i).variant == "fp32" for i in strict.ranking)
     loose = plan_for(0.1)
-    assert loose.winner is not None and loose.winner["variant"] == "int8"
-    assert loose.winner["cost_per_hour_usd"] < strict.winner["cost_per_hour_usd"]
-    assert loose.winner["metrics"]["accuracy_drift"] == pytest.approx(0.05)
-    assert math.isclose(loose.winner["slo"]["checks"]["max_accuracy_drift"]["value"], 0.05, rel_tol=1e-9)
+    assert loose.winner is not None and loose.winner.variant == "int8"
+    assert loose.winner.cost_per_hour_usd < strict.winner.cost_per_hour_usd
+    assert loose.winner.metrics.accuracy_drift == pytest.approx(0.05)
+    assert math.isclose(loose.winner.slo.checks["max_accuracy_drift"].value, 0.05, rel_tol=1e-9)
 
 
 def test_placement_waits_for_its_pools_reloading_replica() -> None:
@@ -405,7 +405,7 @@ def test_placement_waits_for_its_pools_reloading_replica() -> None:
         "scaling": {"cold_start_s": 5.0},
     })
     res = simulate(dep, tr, seed=0)
-    assert res.summary["restarts"] >= 5
+    assert res.summary.restarts >= 5
     req = res.requests
     sens = req[req["traffic_class"] == "sensitive"]
     assert set(sens["pool"]) - {""} == {"onprem"}
@@ -431,4 +431,4 @@ def test_placement_on_an_empty_pool_fails_those_requests_in_both_engines(make_va
         assert len(sens) == n_sens > 0
         assert (sens["status"] == "failed").all()
         assert (req[req["traffic_class"] == "default"]["status"] == "completed").all()
-        assert res.summary["failed"] == n_sens
+        assert res.summary.failed == n_sens

@@ -69,20 +69,20 @@ def test_streaming_ttft_itl_match_injected_delays(server: str, tmp_path: Path) -
     doc = run_loadtest(
         f"{server}/sse?first_s={d1}&gap_s={d2}&tokens={k}", _trace(4, 0.1), out_dir=tmp_path, stream=True
     )
-    s = doc["summary"]
-    assert s["completed"] == 4 and s["failed"] == 0
+    s = doc.summary
+    assert s.completed == 4 and s.failed == 0
     df = _csv(tmp_path)
     assert (df["tokens"] == k).all()  # comments, SSE fields, the empty final chunk and [DONE] are no tokens
     # the server cannot send earlier than told; later only by its own overhead (and the first connection)
     assert ((df["ttft_s"] >= d1) & (df["ttft_s"] < d1 + 0.05)).all(), df["ttft_s"].tolist()
-    assert d1 <= s["ttft_s"]["p50"] < d1 + 0.02
+    assert d1 <= s.ttft_s.p50 < d1 + 0.02
     assert ((df["tpot_s"] - d2).abs() < 0.01).all(), df["tpot_s"].tolist()
-    assert abs(s["itl_s"]["p50"] - d2) < 0.005
-    assert s["itl_s"]["max"] < d2 + 0.03
+    assert abs(s.itl_s.p50 - d2) < 0.005
+    assert s.itl_s.max < d2 + 0.03
     # the whole answer: first token after d1, then k - 1 gaps of d2
     assert ((df["latency_s"] - (d1 + (k - 1) * d2)).abs() < 0.05).all(), df["latency_s"].tolist()
-    assert s["output_tokens_per_s"] == pytest.approx(4 * k / s["duration_s"])
-    assert doc["generator"]["valid"], doc["generator"]["invalid_reasons"]
+    assert s.output_tokens_per_s == pytest.approx(4 * k / s.duration_s)
+    assert doc.generator.valid, doc.generator.invalid_reasons
 
 
 @pytest.mark.parametrize("kind", ["tiny", "ndjson"])
@@ -94,8 +94,8 @@ def test_stream_is_read_line_by_line(server: str, tmp_path: Path, kind: str) -> 
     df = _csv(tmp_path)
     assert (df["tokens"] == k).all()
     assert ((df["ttft_s"] >= d1) & (df["ttft_s"] < d1 + 0.05)).all(), df["ttft_s"].tolist()
-    itl = doc["summary"]["itl_s"]
-    assert abs(itl["p50"] - d2) < 0.005, itl
+    itl = doc.summary.itl_s
+    assert abs(itl.p50 - d2) < 0.005, itl
     assert ((df["tpot_s"] - d2).abs() < 0.008).all(), df["tpot_s"].tolist()
 
 
@@ -117,13 +117,13 @@ def test_open_loop_sends_on_schedule_behind_a_slow_server(server: str, tmp_path:
     ok = (df["latency_s"] - expected).abs() < 0.04 + 0.004 * df["id"]
     assert ok.all(), list(zip(df["latency_s"], expected, df["send_lag_s"], strict=True))
     assert (df["send_lag_s"] < 0.03).all(), df["send_lag_s"].tolist()
-    gen = doc["generator"]
-    assert gen["valid"], gen["invalid_reasons"]
-    assert gen["offered_rps"] == pytest.approx(n / ((n - 1) * gap))
-    assert gen["achieved_ratio"] == pytest.approx(1.0, abs=0.03)
-    assert doc["summary"]["latency_s"]["max"] == pytest.approx(service + (service - gap) * (n - 1), abs=0.08)
+    gen = doc.generator
+    assert gen.valid, gen.invalid_reasons
+    assert gen.offered_rps == pytest.approx(n / ((n - 1) * gap))
+    assert gen.achieved_ratio == pytest.approx(1.0, abs=0.03)
+    assert doc.summary.latency_s.max == pytest.approx(service + (service - gap) * (n - 1), abs=0.08)
     # throughput: n answers between the first scheduled send and the last answer at 0.2·n
-    assert doc["summary"]["throughput_rps"] == pytest.approx(n / (service * n), rel=0.05)
+    assert doc.summary.throughput_rps == pytest.approx(n / (service * n), rel=0.05)
 
 
 # -- exact percentiles across processes ----------------------------------------------------
@@ -143,17 +143,17 @@ def test_percentiles_merge_raw_samples_across_processes(server: str, tmp_path: P
     service = np.where(ids % 4 == 1, 0.4, 0.01 * (ids % 7))
     lat = df.sort_values("id")["latency_s"].to_numpy()
     assert np.all(np.abs(lat - service) < 0.03), np.c_[lat, service]
-    got = doc["summary"]["latency_s"]
+    got = doc.summary.latency_s
     for p in (50, 90, 95, 99):  # exact order statistics of all raw samples, both processes together
-        assert got[f"p{p}"] == pytest.approx(float(np.percentile(lat, p)), rel=1e-12), p
+        assert getattr(got, f"p{p}") == pytest.approx(float(np.percentile(lat, p)), rel=1e-12), p
     overhead = float(np.median(lat - service))
     for p in (50, 90, 95):  # and those are the percentiles of the server's delays (plus a constant overhead)
-        assert got[f"p{p}"] == pytest.approx(float(np.percentile(service, p)) + overhead, abs=0.015), p
-    assert got["max"] == pytest.approx(0.4, abs=0.03)
-    procs = doc["generator"]["processes"]
-    assert [p["requests"] for p in procs] == [n // 2, n // 2]
-    assert doc["metadata"]["processes"] == 2
-    assert doc["generator"]["locust_requests"] == n
+        assert getattr(got, f"p{p}") == pytest.approx(float(np.percentile(service, p)) + overhead, abs=0.015), p
+    assert got.max == pytest.approx(0.4, abs=0.03)
+    procs = doc.generator.processes
+    assert [p.requests for p in procs] == [n // 2, n // 2]
+    assert doc.metadata.processes == 2
+    assert doc.generator.locust_requests == n
 
 
 # -- outcomes ---------------------------------------------------------------------------------
@@ -162,11 +162,11 @@ def test_percentiles_merge_raw_samples_across_processes(server: str, tmp_path: P
 def test_outcomes_rejected_failed_cache_hit(server: str, tmp_path: Path) -> None:
     n = 20
     doc = run_loadtest(f"{server}/status", _trace(n, 0.01), out_dir=tmp_path, api="predict")
-    s = doc["summary"]
-    assert (s["requests"], s["completed"], s["cache_hits"], s["rejected"], s["failed"]) == (20, 10, 5, 5, 5)
-    assert s["rejection_ratio"] == 0.25 and s["failure_ratio"] == 0.25 and s["cache_hit_ratio"] == 0.25
-    assert doc["status_codes"] == {"200": 10, "429": 5, "500": 5}
-    assert doc["replicas"] == {"r1": 5}
+    s = doc.summary
+    assert (s.requests, s.completed, s.cache_hits, s.rejected, s.failed) == (20, 10, 5, 5, 5)
+    assert s.rejection_ratio == 0.25 and s.failure_ratio == 0.25 and s.cache_hit_ratio == 0.25
+    assert doc.status_codes == {"200": 10, "429": 5, "500": 5}
+    assert doc.replicas == {"r1": 5}
     df = _csv(tmp_path).sort_values("id")
     assert df["status"].tolist() == ["rejected", "failed", "cache_hit", "completed"] * 5
     failed = df[df["status"] == "failed"]
@@ -174,14 +174,14 @@ def test_outcomes_rejected_failed_cache_hit(server: str, tmp_path: Path) -> None
     assert (failed["http_status"] == 500).all()
     # latency summarises answered requests only (completed and cache hits)
     served = df[df["status"].isin(["completed", "cache_hit"])]
-    assert s["latency_s"]["max"] == pytest.approx(served["latency_s"].max())
-    assert s["ttft_s"]["p50"] is None and s["output_tokens_per_s"] is None  # not streamed
-    assert doc["generator"]["locust_failures"] == 10  # Locust's own count: the 429s and the 500s
+    assert s.latency_s.max == pytest.approx(served["latency_s"].max())
+    assert s.ttft_s.p50 is None and s.output_tokens_per_s is None  # not streamed
+    assert doc.generator.locust_failures == 10  # Locust's own count: the 429s and the 500s
 
 
 def test_timeout_and_refused_connection_are_failures(server: str, tmp_path: Path) -> None:
     doc = run_loadtest(f"{server}/slow?sleep_s=3", _trace(2, 0.05), out_dir=tmp_path / "slow", timeout_s=0.3)
-    assert doc["summary"]["failed"] == 2
+    assert doc.summary.failed == 2
     df = _csv(tmp_path / "slow")
     assert df["error"].str.contains("timeout after 0.3 s").all(), df["error"].tolist()
     assert (df["latency_s"] < 1.0).all()  # given up after 0.3 s, not after the server's 3 s
@@ -192,8 +192,8 @@ def test_timeout_and_refused_connection_are_failures(server: str, tmp_path: Path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     doc = run_loadtest(f"http://127.0.0.1:{port}", _trace(3, 0.01), out_dir=tmp_path / "refused", api="predict")
-    assert doc["summary"]["failed"] == 3 and doc["status_codes"] == {}
-    assert doc["summary"]["failure_ratio"] == 1.0 and doc["summary"]["throughput_rps"] == 0.0
+    assert doc.summary.failed == 3 and doc.status_codes == {}
+    assert doc.summary.failure_ratio == 1.0 and doc.summary.throughput_rps == 0.0
     errors = _csv(tmp_path / "refused")["error"]
     assert errors.str.len().gt(0).all() and errors.str.contains("refused", case=False).all(), errors.tolist()
 
@@ -204,13 +204,13 @@ def test_timeout_and_refused_connection_are_failures(server: str, tmp_path: Path
 def test_generator_that_cannot_keep_up_is_invalid(server: str, tmp_path: Path) -> None:
     """600 requests within 30 ms (20 000 req/s) is far beyond one Python process."""
     doc = run_loadtest(f"{server}/fast", _trace(600, 0.00005), out_dir=tmp_path, api="predict")
-    gen = doc["generator"]
-    assert not gen["valid"]
-    assert gen["send_lag_s"]["p99"] > 0.05
-    assert any("send lag p99" in r for r in gen["invalid_reasons"])
-    assert any("achieved rate" in r for r in gen["invalid_reasons"])
-    assert gen["achieved_ratio"] < 0.95
-    assert doc["summary"]["requests"] == 600
+    gen = doc.generator
+    assert not gen.valid
+    assert gen.send_lag_s.p99 > 0.05
+    assert any("send lag p99" in r for r in gen.invalid_reasons)
+    assert any("achieved rate" in r for r in gen.invalid_reasons)
+    assert gen.achieved_ratio < 0.95
+    assert doc.summary.requests == 600
 
 
 # -- request formats ---------------------------------------------------------------------------
@@ -225,8 +225,8 @@ def test_predict_api_token_and_keys_reach_the_server(server: str, tmp_path: Path
     trace = _trace(3, 0.02, inp=5, out=0, key=[0, 1, 0], key_labels=["alpha", "beta"])
     before = len(_log(server))
     doc = run_loadtest(server, trace, out_dir=tmp_path, token=TOKEN)  # no output lengths: predict
-    assert doc["metadata"]["api"] == "predict" and doc["metadata"]["auth"] is True
-    assert doc["summary"]["completed"] == 3, doc["errors"]
+    assert doc.metadata.api == "predict" and doc.metadata.auth is True
+    assert doc.summary.completed == 3, doc.errors
     seen = sorted(_log(server)[before:], key=lambda e: int(e["headers"]["X-Servewise-Request"]))
     assert [e["path"] for e in seen] == ["/predict"] * 3
     assert all(e["headers"]["Authorization"] == f"Bearer {TOKEN}" for e in seen)
@@ -237,35 +237,35 @@ def test_predict_api_token_and_keys_reach_the_server(server: str, tmp_path: Path
 
     # a wrong token: the server says 401, a failure
     doc = run_loadtest(server, trace, out_dir=tmp_path / "bad", token="wrong")
-    assert doc["summary"]["failed"] == 3 and doc["status_codes"] == {"401": 3}
+    assert doc.summary.failed == 3 and doc.status_codes == {"401": 3}
 
 
 def test_openai_body_text_prompt_and_streamed_completions(server: str, tmp_path: Path) -> None:
     before = len(_log(server))
     doc = run_loadtest(server, _trace(2, 0.02, inp=7, out=5), out_dir=tmp_path, token=TOKEN, prompt="text", model="m1")
-    assert doc["metadata"]["api"] == "openai" and doc["summary"]["completed"] == 2, doc["errors"]
+    assert doc.metadata.api == "openai" and doc.summary.completed == 2, doc.errors
     seen = _log(server)[before:]
     assert [e["path"] for e in seen] == ["/v1/completions"] * 2
     body = seen[0]["body"]
     assert body["model"] == "m1" and body["max_tokens"] == 5 and body["stream"] is False and body["ignore_eos"] is True
     assert isinstance(body["prompt"], str) and len(body["prompt"].split()) == 7
-    assert doc["replicas"] == {"r0": 2}
+    assert doc.replicas == {"r0": 2}
 
     doc = run_loadtest(server, _trace(2, 0.02, inp=7, out=5), out_dir=tmp_path / "s", token=TOKEN, stream=True)
     df = _csv(tmp_path / "s")
     assert (df["tokens"] == 5).all()  # the empty final chunk and [DONE] are no tokens
-    assert doc["summary"]["tpot_s"]["p50"] == pytest.approx(0.01, abs=0.005)
+    assert doc.summary.tpot_s.p50 == pytest.approx(0.01, abs=0.005)
 
 
 def test_max_requests_replays_the_first_n(server: str, tmp_path: Path) -> None:
     trace = _trace(10, 0.01)
     doc = run_loadtest(f"{server}/fast", trace, out_dir=tmp_path, max_requests=4, time_scale=2.0)
-    assert doc["summary"]["requests"] == 4
+    assert doc.summary.requests == 4
     assert _csv(tmp_path)["id"].tolist() == [0, 1, 2, 3]
     assert _csv(tmp_path)["scheduled_s"].tolist() == pytest.approx([0.0, 0.005, 0.01, 0.015])
-    md = doc["metadata"]
-    assert md["trace_requests"] == 10 and md["replayed_requests"] == 4 and md["max_requests"] == 4
-    assert md["trace_sha256"] == trace.content_hash() and md["replayed_sha256"] == trace.head(4).content_hash()
+    md = doc.metadata
+    assert md.trace_requests == 10 and md.replayed_requests == 4 and md.max_requests == 4
+    assert md.trace_sha256 == trace.content_hash() and md.replayed_sha256 == trace.head(4).content_hash()
 
 
 # -- the document --------------------------------------------------------------------------------
@@ -276,14 +276,15 @@ def test_measured_json_round_trips_and_lines_up_with_the_simulator(server: str, 
     from servewise.simulator import simulate
 
     doc = run_loadtest(f"{server}/fast", _trace(3, 0.01), out_dir=tmp_path)
-    assert load_measured(tmp_path / "measured.json") == doc
-    assert doc["kind"] == "measured" and doc["schema_version"] == loadtest.SCHEMA_VERSION
+    assert load_measured(tmp_path / "measured.json").to_doc() == doc.to_doc()
+    assert doc.kind == "measured" and doc.schema_version == loadtest.SCHEMA_VERSION
     dep = load_deployment(Path(str(files("servewise") / "data" / "default_deployment.yaml")))
-    sim = simulate(dep, _trace(20, 0.1).with_zipf_keys(5, 1.0, seed=1), seed=0).summary
-    assert list(sim) == list(doc["summary"])  # same keys, same order
+    sim = simulate(dep, _trace(20, 0.1).with_zipf_keys(5, 1.0, seed=1), seed=0).summary.model_dump(mode="json")
+    measured = doc.summary.model_dump(mode="json")
+    assert list(sim) == list(measured)  # same keys, same order
     for key, value in sim.items():  # a summary in one is a summary (same keys) in the other
-        if isinstance(value, dict) and isinstance(doc["summary"][key], dict):
-            assert list(value) == list(doc["summary"][key]), key
+        if isinstance(value, dict) and isinstance(measured[key], dict):
+            assert list(value) == list(measured[key]), key
 
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"kind": "sim_result", "schema_version": 1}))
@@ -340,7 +341,7 @@ def test_parent_process_never_imports_locust_or_gevent(server: str, tmp_path: Pa
         "from servewise.trace import Trace\n"
         "t = Trace(arrival_s=np.zeros(2), input_tokens=np.ones(2), output_tokens=np.ones(2))\n"
         f"d = loadtest.run_loadtest({server + '/fast'!r}, t, out_dir={str(tmp_path)!r})\n"
-        "assert d['summary']['completed'] == 2, d\n"
+        "assert d.summary.completed == 2, d\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('gevent', 'locust', 'geventhttpclient'))\n"
         "print('IMPORTED', bad)\n"
     )
