@@ -404,7 +404,9 @@ class Scaling(Frozen):
     scale_down_stabilization_s: float = Field(default=300.0, ge=0, description="autoscale: scale-down window.")
     scale_up_stabilization_s: float = Field(default=0.0, ge=0, description="autoscale: scale-up window.")
     tolerance: float = Field(default=0.1, ge=0, description="autoscale: no change within ±tolerance of the target.")
-    keep_alive_s: float | None = Field(default=None, ge=0, description="serverless: idle time before an instance stops.")
+    keep_alive_s: float | None = Field(
+        default=None, ge=0, description="serverless: idle time before an instance stops."
+    )
     memory_bytes: int | None = Field(default=None, gt=0, description="serverless: memory billed per instance.")
     price_per_gb_second_usd: float = Field(default=0.0, ge=0, description="serverless: price per GB-second.")
     price_per_request_usd: float = Field(default=0.0, ge=0, description="serverless: price per request.")
@@ -499,9 +501,15 @@ class ContinuousEngine(Frozen):
     memory_utilization: float = Field(
         default=0.9, gt=0, le=1, description="Share of device memory the engine may use (weights + KV)."
     )
-    kv_cache_bytes: int | None = Field(default=None, gt=0, description="KV-cache size per replica, bytes (overrides memory).")
-    kv_capacity_tokens: int | None = Field(default=None, gt=0, description="KV-cache size per replica, tokens (overrides all).")
-    prefix_caching: bool = Field(default=True, description="Reuse cached prompt blocks (needs a trace with prefix blocks).")
+    kv_cache_bytes: int | None = Field(
+        default=None, gt=0, description="KV-cache size per replica, bytes (overrides memory)."
+    )
+    kv_capacity_tokens: int | None = Field(
+        default=None, gt=0, description="KV-cache size per replica, tokens (overrides all)."
+    )
+    prefix_caching: bool = Field(
+        default=True, description="Reuse cached prompt blocks (needs a trace with prefix blocks)."
+    )
     fast_forward: bool = Field(
         default=True, description="Advance runs of identical decode iterations in one step (same results as stepping)."
     )
@@ -511,7 +519,9 @@ class ContinuousEngine(Frozen):
         if self.kv_cache_bytes is not None and self.kv_capacity_tokens is not None:
             raise ValueError("give at most one of kv_cache_bytes and kv_capacity_tokens")
         if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < self.block_size:
-            raise ValueError(f"kv_capacity_tokens ({self.kv_capacity_tokens}) holds no block of block_size {self.block_size}")
+            raise ValueError(
+                f"kv_capacity_tokens ({self.kv_capacity_tokens}) holds no block of block_size {self.block_size}"
+            )
         return self
 
 
@@ -640,7 +650,9 @@ class Deployment(Frozen):
                     )
         if (self.service_time is None) == (self.model is None):
             got = "neither" if self.model is None else "both"
-            raise ValueError(f"give exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got {got}")
+            raise ValueError(
+                f"give exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got {got}"
+            )
         if self.engine is not None:
             self._check_engine()
         elif self.balancer.policy in _LLM_BALANCERS:
@@ -667,7 +679,10 @@ class Deployment(Frozen):
             what
             for what, bad in (
                 ("batching", self.batching is not None),
-                ("concurrency", self.concurrency != 1 or any(p.concurrency not in (None, 1) for p in self.resolved_pools())),
+                (
+                    "concurrency",
+                    self.concurrency != 1 or any(p.concurrency not in (None, 1) for p in self.resolved_pools()),
+                ),
                 (f"scaling mode {self.scaling.mode!r}", self.scaling.mode != "fixed"),
                 ("faults", self.faults is not None),
             )
@@ -733,7 +748,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = msg[len("Value error, ") :]
     got = first.get("input")
     where = f"field '{loc}'" if loc else "the document"
-    extra = f" (got {got!r})" if first["type"] not in ("missing", "value_error", "model_type") and not isinstance(got, dict) else ""
+    extra = (
+        f" (got {got!r})"
+        if first["type"] not in ("missing", "value_error", "model_type") and not isinstance(got, dict)
+        else ""
+    )
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
     return f"{source}: {where}: {msg}{extra}{more}"
 

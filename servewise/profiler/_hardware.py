@@ -9,7 +9,19 @@ from typing import Any
 
 __all__ = ["fingerprint", "capabilities", "usable_cpus"]
 
-_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "fma", "neon", "asimd")
+_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "fma",
+    "neon",
+    "asimd",
+)
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
@@ -77,7 +89,10 @@ def fingerprint(threads_used: int) -> dict[str, Any]:
 
                 out = subprocess.run(
                     ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                    capture_output=True, text=True, timeout=20, check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    check=False,
                 )
                 hw["gpu_driver"] = out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
             except (OSError, subprocess.SubprocessError):
@@ -94,7 +109,9 @@ def capabilities() -> dict[str, str | None]:
         import torch
 
         caps["torch"] = None
-        caps["cuda"] = None if torch.cuda.is_available() else "CUDA is not available on this machine (no NVIDIA GPU or driver)"
+        caps["cuda"] = (
+            None if torch.cuda.is_available() else "CUDA is not available on this machine (no NVIDIA GPU or driver)"
+        )
     except ImportError:
         caps["torch"] = "torch is not installed (pip install 'servewise[profile]')"
         caps["cuda"] = caps["torch"]
@@ -108,5 +125,7 @@ def capabilities() -> dict[str, str | None]:
             importlib.import_module(mod)
             caps[label] = None
         except Exception as err:  # noqa: BLE001 - any import failure means unusable
-            caps[label] = f"{label} is not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); {hint}"
+            caps[label] = (
+                f"{label} is not importable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); {hint}"
+            )
     return caps

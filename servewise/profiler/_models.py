@@ -107,7 +107,9 @@ def load_model(spec: ModelSpec, workdir: Path) -> Loaded:
         else:
             mod = torch.export.load(str(spec.path)).module()
     except Exception as err:  # noqa: BLE001 - any loader failure is the user's file
-        raise ProfileError(f"{spec.path}: cannot load as {spec.kind} ({type(err).__name__}: {_first_line(err)})") from None
+        raise ProfileError(
+            f"{spec.path}: cannot load as {spec.kind} ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     if spec.kind == "torchscript":
         mod = mod.eval()  # an exported program's module has no eval(): it is already inference-only
     return Loaded(mod, "classic", 100, 512, spec.kind)
@@ -143,7 +145,9 @@ def _load_hf(path: Path | None, spec: ModelSpec) -> Loaded:
     except ImportError:
         raise ProfileError("hf: models need transformers (pip install 'servewise[profile]')") from None
     except Exception as err:  # noqa: BLE001 - corrupt folders fail in many ways; name the folder
-        raise ProfileError(f"{path}: cannot load the Hugging Face model ({type(err).__name__}: {_first_line(err)})") from None
+        raise ProfileError(
+            f"{path}: cannot load the Hugging Face model ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     tokenizer = None
     try:
         from transformers import AutoTokenizer
@@ -217,7 +221,12 @@ def convert(loaded: Loaded, variant: VariantDef) -> tuple[Any, torch.dtype, str,
         # Static shapes: one specialised graph per grid shape (dynamic int8 graphs are slower
         # than fp32 here); raise the recompile limit so no shape falls back to eager.
         dynamo_config.recompile_limit = max(int(dynamo_config.recompile_limit), 256)
-        return torch.compile(m, dynamic=False), (torch.bfloat16 if variant.device == "cuda" else torch.float32), device, size
+        return (
+            torch.compile(m, dynamic=False),
+            (torch.bfloat16 if variant.device == "cuda" else torch.float32),
+            device,
+            size,
+        )
     if variant.name == "tensorrt":
         import torch_tensorrt
 
@@ -230,8 +239,11 @@ def convert(loaded: Loaded, variant: VariantDef) -> tuple[Any, torch.dtype, str,
 
 # --------------------------------------------------------------------------- runners
 
+
 class TorchRunner(Runner):
-    def __init__(self, loaded: Loaded, module: Any, dtype: torch.dtype, device: str, accuracy_inputs: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, loaded: Loaded, module: Any, dtype: torch.dtype, device: str, accuracy_inputs: dict[str, np.ndarray]
+    ) -> None:
         self.l = loaded
         self.m = module
         self.dtype = dtype
@@ -325,7 +337,10 @@ def accuracy_inputs(loaded: Loaded) -> dict[str, np.ndarray]:
     """The fixed inputs every variant of a model is compared on."""
     if loaded.kind == "encoder" and loaded.tokenizer is not None:
         enc = loaded.tokenizer(list(SENTENCES), padding=True, truncation=True, max_length=128, return_tensors="np")
-        return {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)}
+        return {
+            "input_ids": enc["input_ids"].astype(np.int64),
+            "attention_mask": enc["attention_mask"].astype(np.int64),
+        }
     if loaded.kind == "decoder":
         n, seq = (8, 32) if loaded.vocab_size <= 8192 else (4, 16)
     else:
@@ -351,10 +366,20 @@ def export_onnx(loaded: Loaded, workdir: Path, want_int8: bool) -> tuple[dict[st
             ids = torch.from_numpy(fixed_inputs(loaded.vocab_size, 2, 8))
             k, v = _tinygpt.build(m.cfg).empty_cache(2, torch.float32)
             torch.onnx.export(
-                m, (ids, k, v), str(fp32), dynamo=False,
-                input_names=["input_ids", "past_k", "past_v"], output_names=["logits", "k", "v"],
-                dynamic_axes={"input_ids": {0: "b", 1: "s"}, "past_k": {1: "b", 3: "ctx"}, "past_v": {1: "b", 3: "ctx"},
-                              "logits": {0: "b", 1: "s"}, "k": {1: "b", 3: "t"}, "v": {1: "b", 3: "t"}},
+                m,
+                (ids, k, v),
+                str(fp32),
+                dynamo=False,
+                input_names=["input_ids", "past_k", "past_v"],
+                output_names=["logits", "k", "v"],
+                dynamic_axes={
+                    "input_ids": {0: "b", 1: "s"},
+                    "past_k": {1: "b", 3: "ctx"},
+                    "past_v": {1: "b", 3: "ctx"},
+                    "logits": {0: "b", 1: "s"},
+                    "k": {1: "b", 3: "t"},
+                    "v": {1: "b", 3: "t"},
+                },
             )
         elif loaded.family == "hf":
             ids = torch.from_numpy(fixed_inputs(min(loaded.vocab_size, 30000), 2, 16))
@@ -362,8 +387,13 @@ def export_onnx(loaded: Loaded, workdir: Path, want_int8: bool) -> tuple[dict[st
             b = torch.export.Dim("batch", min=1, max=4096)
             s = torch.export.Dim("seq", min=2, max=loaded.max_len)
             torch.onnx.export(
-                m, (ids, mask), str(fp32), dynamo=True, input_names=["input_ids", "attention_mask"],
-                dynamic_shapes=({0: b, 1: s}, {0: b, 1: s}), verbose=False,
+                m,
+                (ids, mask),
+                str(fp32),
+                dynamo=True,
+                input_names=["input_ids", "attention_mask"],
+                dynamic_shapes=({0: b, 1: s}, {0: b, 1: s}),
+                verbose=False,
                 external_data=False,  # one file: quant_pre_process cannot follow external data
             )
         else:
@@ -389,7 +419,9 @@ def export_onnx(loaded: Loaded, workdir: Path, want_int8: bool) -> tuple[dict[st
             quantize_dynamic(str(pre), str(q), weight_type=QuantType.QInt8)
             paths["onnx-int8"] = str(q)
         except Exception as err:  # noqa: BLE001 - reported on the int8 variant
-            errors["onnx-int8"] = f"ONNX int8 quantisation failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            errors["onnx-int8"] = (
+                f"ONNX int8 quantisation failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            )
     return paths, errors
 
 

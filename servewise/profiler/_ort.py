@@ -17,7 +17,16 @@ __all__ = ["OrtRunner", "build_ort_runner"]
 
 
 class OrtRunner(Runner):
-    def __init__(self, path: str, loaded_kind: str, family: str, vocab: int, threads: int, acc: dict[str, np.ndarray], tiny_cfg: dict[str, int] | None):
+    def __init__(
+        self,
+        path: str,
+        loaded_kind: str,
+        family: str,
+        vocab: int,
+        threads: int,
+        acc: dict[str, np.ndarray],
+        tiny_cfg: dict[str, int] | None,
+    ):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -37,7 +46,9 @@ class OrtRunner(Runner):
         c = self.cfg
         shape = (c["n_layer"], batch, c["n_head"], ctx, c["n_embd"] // c["n_head"])
         rng = np.random.default_rng(ctx * 7 + batch)
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32), (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        k = (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        v = (rng.standard_normal(shape) * 0.5).astype(np.float32)
+        return k, v
 
     def _feed(self, ids: np.ndarray, ctx: int = 0, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self.family == "tiny":
@@ -87,9 +98,7 @@ def build_ort_runner(
     acc.pop("outputs", None)
     family = "tiny" if spec.kind == "tiny-gpt2" else ("hf" if spec.kind in ("hf", "minilm") else spec.kind)
     runner = OrtRunner(path, model_kind, family, vocab, threads, acc, tiny_cfg)
-    size = os.path.getsize(path) + sum(
-        os.path.getsize(p) for p in Path(path).parent.glob(Path(path).name + ".data")
-    )
+    size = os.path.getsize(path) + sum(os.path.getsize(p) for p in Path(path).parent.glob(Path(path).name + ".data"))
     kv = None
     if tiny_cfg:
         kv = 2 * tiny_cfg["n_layer"] * tiny_cfg["n_embd"] * 4

@@ -48,7 +48,9 @@ def parse_spec(spec: str) -> ModelSpec:
         if not s[3:]:
             raise _unknown(spec, "hf: needs a folder path")
         if not p.is_dir():
-            raise ProfileError(f"--model {spec!r}: {p} is not a folder (hf:PATH expects a local Hugging Face model folder)")
+            raise ProfileError(
+                f"--model {spec!r}: {p} is not a folder (hf:PATH expects a local Hugging Face model folder)"
+            )
         if not (p / "config.json").is_file():
             raise ProfileError(f"--model {spec!r}: {p / 'config.json'} is missing (not a Hugging Face model folder)")
         return ModelSpec(s, "hf", p)

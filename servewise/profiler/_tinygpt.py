@@ -83,7 +83,9 @@ class TinyGPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
-    def empty_cache(self, batch: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def empty_cache(
+        self, batch: int, dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.cfg
         shape = (c.n_layer, batch, c.n_head, 0, c.n_embd // c.n_head)
         return torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
@@ -119,5 +121,3 @@ def kv_bytes_per_token(cfg: TinyGPTConfig, dtype: torch.dtype) -> int:
     """Bytes of K and V cached per token across all layers."""
     elem = torch.empty((), dtype=dtype).element_size()
     return 2 * cfg.n_layer * cfg.n_embd * elem
-
-

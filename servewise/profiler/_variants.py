@@ -33,7 +33,14 @@ VARIANTS: dict[str, VariantDef] = {
         VariantDef("onnx-int8", "int8", "onnxruntime-dynamic-quant", "cpu", ("torch", "onnx", "onnxruntime")),
         VariantDef("cuda-fp16", "float16", "torch-eager", "cuda", ("torch", "cuda")),
         VariantDef("cuda-bf16", "bfloat16", "torch-eager", "cuda", ("torch", "cuda")),
-        VariantDef("cuda-int8", "int8", "torchao-int8-weight-only+inductor", "cuda", ("torch", "cuda", "torchao"), compiles=True),
+        VariantDef(
+            "cuda-int8",
+            "int8",
+            "torchao-int8-weight-only+inductor",
+            "cuda",
+            ("torch", "cuda", "torchao"),
+            compiles=True,
+        ),
         VariantDef("tensorrt", "float16", "torch-tensorrt", "cuda", ("torch", "cuda", "torch-tensorrt"), compiles=True),
     )
 }

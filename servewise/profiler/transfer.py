@@ -314,9 +314,8 @@ def _transfer_model(lm: LatencyModel, x: np.ndarray, y: np.ndarray, ratio: np.nd
         if lm.kind == "linear":
             scaled = lm.model_copy(update={"intercept_s": lm.intercept_s * r, "coef_s": [c * r for c in lm.coef_s]})
             return scaled, "scaled (one ratio for every point)"
-        return lm.model_copy(
-            update={"init": lm.init + math.log(r)}
-        ), "scaled: init + log(ratio) (one ratio for every point)"
+        shifted = lm.model_copy(update={"init": lm.init + math.log(r)})
+        return shifted, "scaled: init + log(ratio) (one ratio for every point)"
     if lm.kind == "linear":
         return _refit_linear(lm, x, y), "refitted: linear, non-negative, relative error, on the transferred points"
     if lm.learning_rate <= 0:
