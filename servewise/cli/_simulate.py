@@ -163,30 +163,35 @@ def demo(
         )  # fmt: skip
         with sigterm_as_interrupt():
             doc = run_loop(loop, progress=lambda text: err.print(text, markup=False, highlight=False))
-        t = doc["timings_s"]
-        out.print(
-            "stages: "
-            + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in t.items() if k != "total_s")
-            + f" (total {t['total_s']:.0f} s)",
-            markup=False,
-        )
-        w = doc["winner"]
-        if w is None:
-            out.print("[red]no candidate meets the SLOs[/]: see the plan's closest candidates in the report")
-        else:
-            out.print(f"winner: {escape(w['label'])} at ${w['cost_per_hour_usd']:.3f}/h")
-            from servewise.results import load_artifact
-
-            val = load_artifact(out_dir / doc["artifacts"]["validation"], "validation")
-            colour = {"pass": "green", "fail": "red"}.get(val.verdict, "yellow")
-            out.print(f"validation (predicted vs measured live): [bold {colour}]{val.verdict}[/]")
-            for k, m in val.metrics.items():
-                rel = m.relative_error
-                out.print(
-                    f"  {k:16} predicted {_fmt(m.predicted)}  measured {_fmt(m.measured)}  "
-                    f"error {'—' if rel is None else f'{rel:+.1%}'} (±{m.tolerance:.0%})",
-                    markup=False,
-                )
-        out.print(f"report: {out_dir / doc['artifacts']['report']}", markup=False)
+        _print_loop(doc, out_dir)
     if doc["winner"] is None:
         raise typer.Exit(EXIT_VIOLATION)
+
+
+def _print_loop(doc: dict[str, Any], out_dir: Path) -> None:
+    """What the demo's loop did (its ``loop.json``): stage times, the winner, the validation, the report."""
+    t = doc["timings_s"]
+    out.print(
+        "stages: "
+        + ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in t.items() if k != "total_s")
+        + f" (total {t['total_s']:.0f} s)",
+        markup=False,
+    )
+    w = doc["winner"]
+    if w is None:
+        out.print("[red]no candidate meets the SLOs[/]: see the plan's closest candidates in the report")
+    else:
+        out.print(f"winner: {escape(w['label'])} at ${w['cost_per_hour_usd']:.3f}/h")
+        from servewise.results import load_artifact
+
+        val = load_artifact(out_dir / doc["artifacts"]["validation"], "validation")
+        colour = {"pass": "green", "fail": "red"}.get(val.verdict, "yellow")
+        out.print(f"validation (predicted vs measured live): [bold {colour}]{val.verdict}[/]")
+        for k, m in val.metrics.items():
+            rel = m.relative_error
+            out.print(
+                f"  {k:16} predicted {_fmt(m.predicted)}  measured {_fmt(m.measured)}  "
+                f"error {'—' if rel is None else f'{rel:+.1%}'} (±{m.tolerance:.0%})",
+                markup=False,
+            )
+    out.print(f"report: {out_dir / doc['artifacts']['report']}", markup=False)
