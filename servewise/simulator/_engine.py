@@ -9,8 +9,9 @@ drained, in time order, whenever the state at some time is needed (before a rout
 decision, a cache lookup, an autoscaler tick, a failure). The result is the same as
 scheduling one completion event per request, without the per-request event cost.
 
-Arrivals are fed in time order by one SimPy process; between control events it
-processes arrivals in a tight loop, yielding to SimPy only when a control event is due
+Arrivals are fed in time order by one SimPy process running the arrival loop both
+engines share (:class:`._arrivals.TraceReplay`); between control events it processes
+arrivals in a tight loop, yielding to SimPy only when a control event is due
 at or before the next arrival (ties: the control event first).
 """
 
@@ -32,10 +33,10 @@ from servewise.policies import PolicySet, ResponseCache, from_config
 from servewise.service import build_service
 from servewise.trace import Request, Trace
 
+from ._arrivals import CACHE_HIT, COMPLETED, FAILED, PENDING, REJECTED, STATUS_NAMES, TraceReplay
+
 __all__ = ["Engine", "RawResult", "Replica", "build_cache", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
 
-PENDING, COMPLETED, CACHE_HIT, REJECTED, FAILED = 0, 1, 2, 3, 4
-STATUS_NAMES = ("pending", "completed", "cache_hit", "rejected", "failed")
 
 # replica states
 _UP, _DOWN, _DRAINING, _GONE = 0, 1, 2, 3
@@ -142,7 +143,7 @@ def allowed_pools(deployment: Deployment, trace: Trace) -> list[frozenset[int] |
     ]
     return [per_class[c] for c in trace.traffic_class.tolist()]
 
-class Engine:
+class Engine(TraceReplay):
     """Simulates one deployment against one trace; :meth:`run` returns a :class:`RawResult`."""
 
     def __init__(
@@ -180,21 +181,7 @@ class Engine:
         )
         self.pools: tuple[Pool, ...] = deployment.resolved_pools()
 
-        self.service = build_service(
-            deployment,
-            batch_cost_factor=deployment.batching.batch_cost_factor if deployment.batching else 0.0,
-            rng=self._rng_batch,
-            input_tokens=trace.input_tokens,
-            output_tokens=trace.output_tokens,
-        )
-        # Drawn once per request from their own stream: common random numbers across deployments.
-        self.svc: list[float] = build_service(
-            deployment,
-            batch_cost_factor=0.0,
-            rng=self._rng_service,
-            input_tokens=trace.input_tokens,
-            output_tokens=trace.output_tokens,
-        ).request_times().tolist()
+        self._services(deployment, trace)
 
         # built by the same factory as the live router's (policy names and parameters were checked by the config)
         self.policies = from_config(deployment, rng=self._rng_lb)
@@ -215,7 +202,29 @@ class Engine:
         self.mode = deployment.scaling.mode
         self.cold_start_s = deployment.cold_start_s()  # scaling.cold_start_s, or the profile's load time
 
-        # per-request state (python lists: fast scalar access)
+        self._request_state(n)
+        self._admit: Callable[[Replica, int, float], bool] = self._admit_batch if self.batching else self._admit_fifo
+
+    def _services(self, deployment: Deployment, trace: Trace) -> None:
+        """The service-time model (batches) and each request's own service time."""
+        self.service = build_service(
+            deployment,
+            batch_cost_factor=deployment.batching.batch_cost_factor if deployment.batching else 0.0,
+            rng=self._rng_batch,
+            input_tokens=trace.input_tokens,
+            output_tokens=trace.output_tokens,
+        )
+        # Drawn once per request from their own stream: common random numbers across deployments.
+        self.svc: list[float] = build_service(
+            deployment,
+            batch_cost_factor=0.0,
+            rng=self._rng_service,
+            input_tokens=trace.input_tokens,
+            output_tokens=trace.output_tokens,
+        ).request_times().tolist()
+
+    def _request_state(self, n: int) -> None:
+        """Per-request state (python lists: fast scalar access) and the fleet's counters."""
         self.status = [PENDING] * n
         self.rep = [-1] * n
         self.rep_obj: list[Replica | None] = [None] * n
@@ -237,7 +246,6 @@ class Engine:
         self.restarts = 0
         self._next_id = 0
         self._finished = False
-        self._admit: Callable[[Replica, int, float], bool] = self._admit_batch if self.batching else self._admit_fifo
 
     # ------------------------------------------------------------------ replicas
 
@@ -473,35 +481,14 @@ class Engine:
             r = live[self.lb.choose(live, self._request(i))] if len(live) > 1 else live[0]
         self._admit(r, i, now)
 
-    def _arrive(self, i: int, now: float) -> None:
-        cache = self.cache
-        if cache is not None:
-            assert self.keys is not None
-            if cache.get(self.keys[i], now):
-                self.status[i] = CACHE_HIT
-                self.dispatch[i] = now
-                self.start[i] = now
-                self.end[i] = now + self.hit_latency_s
-                return
-        self._route(i, now)
-
     # ------------------------------------------------------------------ processes
 
     def _arrivals(self) -> Any:
         env = self.env
-        arr = self.arr
         sync = self._sync
-        arrive = self._arrive
-        progress = self._progress
-        n = self.n
-        for i in range(n):
-            t = arr[i]
-            if progress is not None and not i & 0xFFFF:
-                progress(i, n)
+        for t in self._replay():
             if env.peek() <= t:  # a control event is due first: let SimPy run it
                 yield env.timeout(t - env.now)
-            sync(t)
-            arrive(i, t)
         # drain: step through the remaining completions and timers
         done = self.done
         attempt = self.attempt
@@ -517,8 +504,7 @@ class Engine:
             yield env.timeout(max(0.0, target - env.now))
             sync(env.now)
         self._finished = True
-        if progress is not None:
-            progress(n, n)
+        self._replayed()
         self._end_ev.succeed()
 
     def _autoscaler(self) -> Any:

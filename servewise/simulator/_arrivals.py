@@ -1,0 +1,77 @@
+"""What both engines share: the trace's arrivals in time order, the response cache in front.
+
+The FIFO engine (:mod:`._engine`) and the LLM engine (:mod:`._llm`) replay a trace the
+same way: before each arrival every replica is brought up to its time (``_sync``), then
+a response-cache hit is answered at the cache's latency and anything else is routed
+(``_route``). :meth:`TraceReplay._replay` is that loop. It yields each arrival's time
+before syncing, so the FIFO engine's SimPy process can first run the control events
+(failures, autoscaler ticks, batch timers) due at or before it; the LLM engine, which
+has none, just iterates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from servewise.policies import ResponseCache
+
+__all__ = ["PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES", "TraceReplay"]
+
+PENDING, COMPLETED, CACHE_HIT, REJECTED, FAILED = 0, 1, 2, 3, 4
+"""A request's status in both engines' per-request arrays."""
+STATUS_NAMES = ("pending", "completed", "cache_hit", "rejected", "failed")
+
+
+class TraceReplay:
+    """Base of the engines: the arrival loop and the cache lookup in front of routing."""
+
+    arr: list[float]
+    n: int
+    _progress: Callable[[int, int], None] | None
+    cache: ResponseCache | None
+    keys: list[int] | None
+    hit_latency_s: float
+    status: list[int]
+    dispatch: list[float]
+    start: list[float]
+    end: list[float]
+
+    def _sync(self, now: float) -> None:
+        """Process everything that happens strictly before ``now``."""
+        raise NotImplementedError
+
+    def _route(self, i: int, now: float) -> None:
+        """Send request ``i`` to a replica (or reject it)."""
+        raise NotImplementedError
+
+    def _arrive(self, i: int, now: float) -> None:
+        cache = self.cache
+        if cache is not None:
+            assert self.keys is not None
+            if cache.get(self.keys[i], now):
+                self.status[i] = CACHE_HIT
+                self.dispatch[i] = now
+                self.start[i] = now
+                self.end[i] = now + self.hit_latency_s
+                return
+        self._route(i, now)
+
+    def _replay(self) -> Iterator[float]:
+        """Every arrival in trace order: yield its time, then sync the replicas to it and take it in."""
+        arr = self.arr
+        n = self.n
+        progress = self._progress
+        sync = self._sync
+        arrive = self._arrive
+        for i in range(n):
+            t = arr[i]
+            if progress is not None and not i & 0xFFFF:
+                progress(i, n)
+            yield t
+            sync(t)
+            arrive(i, t)
+
+    def _replayed(self) -> None:
+        """Report the end of the run to the progress callback."""
+        if self._progress is not None:
+            self._progress(self.n, self.n)
