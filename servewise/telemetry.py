@@ -57,7 +57,8 @@ POOL = "pool"
 REPLICA = "replica"
 """Label of a replica within its pool (``0``, ``1``, ...)."""
 REASON = "reason"
-"""Label of an error's cause (``replica_failed``, ``timeout``, ``upstream``, ``internal``)."""
+"""Label of an error's cause (``replica_failed``, ``timeout``, ``upstream``, ``internal``, ``client``: a 4xx
+answered to the client other than 429, a replica's passed through included)."""
 
 # --------------------------------------------------------------------------- metric names
 
@@ -154,7 +155,7 @@ METRICS: dict[str, Metric] = {
         Metric(REPLICAS, "gauge", "Replicas launched and not stopped (starting, serving or down).", (POOL,)),
         Metric(REPLICAS_READY, "gauge", "Replicas ready to serve (loaded and passing health checks).", (POOL,)),
         Metric(COLD_STARTS, "counter", "Replica starts after time 0 (scale-up, serverless start, repair).", (POOL,)),
-        Metric(ERRORS, "counter", "Errors by cause (replica_failed, timeout, upstream, internal).", (REASON,)),
+        Metric(ERRORS, "counter", "Errors by cause (replica_failed, timeout, upstream, internal, client).", (REASON,)),
     )
 }
 """Every runtime metric, by name."""

@@ -136,12 +136,7 @@ class Batcher:
         self._max_batch = 1
         if self._rule is not None:
             assert batching is not None
-            self._max_batch = batching.max_batch_size
-            if capacity is not None and capacity < self._max_batch:
-                raise ConfigError(
-                    f"queue.capacity ({capacity}) must be >= batching.max_batch_size ({self._max_batch}): "
-                    "requests wait in the queue while a batch fills"
-                )
+            self._max_batch = batching.max_batch_size  # <= capacity: the Deployment contract's rule
         self._queue: deque[Job] = deque()
         self._free = concurrency
         self._running = 0
@@ -323,49 +318,54 @@ def _parse(body: bytes) -> InferRequest | web.Response:
     return req
 
 
-def build_app(batcher: Batcher, executor: Executor, state: _State) -> web.Application:
-    """The worker's HTTP application (``/infer``, ``/healthz``)."""
+class _WorkerApp:
+    """The worker's request handlers (``/infer``, ``/healthz``) over its batcher and executor."""
 
-    async def healthz(_request: web.Request) -> web.Response:
-        ready = state.phase == "ready"
+    def __init__(self, batcher: Batcher, executor: Executor, state: _State) -> None:
+        self.batcher = batcher
+        self.executor = executor
+        self.state = state
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        ready = self.state.phase == "ready"
         body = {
             "ready": ready,
-            "replica": state.replica_id,
-            "queued": batcher.queued,
-            "running": batcher.running,
+            "replica": self.state.replica_id,
+            "queued": self.batcher.queued,
+            "running": self.batcher.running,
             "pid": os.getpid(),
         }
         return web.json_response(body, status=200 if ready else 503)
 
-    async def infer(request: web.Request) -> web.StreamResponse:
-        if state.phase != "ready":
-            return _error(503, f"replica is {state.phase}")
-        state.active += 1
-        state.answered.clear()
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        if self.state.phase != "ready":
+            return _error(503, f"replica is {self.state.phase}")
+        self.state.active += 1
+        self.state.answered.clear()
         try:
-            return await _infer(request)
+            return await self._infer(request)
         finally:
-            state.active -= 1
-            if state.active == 0:
-                state.answered.set()
+            self.state.active -= 1
+            if self.state.active == 0:
+                self.state.answered.set()
 
-    async def _infer(request: web.Request) -> web.StreamResponse:
+    async def _infer(self, request: web.Request) -> web.StreamResponse:
         req = _parse(await request.read())
         if isinstance(req, web.Response):
             return req
-        if req.stream and not executor.streams():
-            return _error(422, f"stream: expected false: {executor.kind} models generate no tokens to stream")
+        if req.stream and not self.executor.streams():
+            return _error(422, f"stream: expected false: {self.executor.kind} models generate no tokens to stream")
         try:
-            item = executor.prepare(req.input_tokens, req.output_tokens, req.token_ids, req.text)
+            item = self.executor.prepare(req.input_tokens, req.output_tokens, req.token_ids, req.text)
         except RequestError as err:
             return _error(422, str(err))
         job = Job(item, stream=req.stream)
-        retry_s = batcher.submit(job)
+        retry_s = self.batcher.submit(job)
         if retry_s is not None:
             headers = {"Retry-After": str(max(1, math.ceil(retry_s)))}
             return _error(429, "replica queue full", headers, retry_after_s=round(retry_s, 3))
         if req.stream:
-            return await _stream(request, req, job)
+            return await self._stream(request, req, job)
         try:
             out, info = await job.future
         except BatchFailed as err:
@@ -373,7 +373,7 @@ def build_app(batcher: Batcher, executor: Executor, state: _State) -> web.Applic
         return web.json_response(
             {
                 "id": req.id,
-                "replica": state.replica_id,
+                "replica": self.state.replica_id,
                 "batch_size": info.batch_size,
                 "queue_s": info.queue_s,
                 "service_s": info.service_s,
@@ -384,7 +384,7 @@ def build_app(batcher: Batcher, executor: Executor, state: _State) -> web.Applic
             }
         )
 
-    async def _stream(request: web.Request, req: InferRequest, job: Job) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, req: InferRequest, job: Job) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         assert job.tokens is not None
@@ -396,7 +396,7 @@ def build_app(batcher: Batcher, executor: Executor, state: _State) -> web.Applic
                 last: dict[str, Any] = {
                     "done": True,
                     "id": req.id,
-                    "replica": state.replica_id,
+                    "replica": self.state.replica_id,
                     "batch_size": info.batch_size,
                     "queue_s": info.queue_s,
                     "service_s": info.service_s,
@@ -411,20 +411,25 @@ def build_app(batcher: Batcher, executor: Executor, state: _State) -> web.Applic
                 await asyncio.wait([job.future])  # its batch still runs; drain waits for it
         return resp
 
-    @web.middleware
-    async def never_a_traceback(request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            resp: web.StreamResponse = await handler(request)
-            return resp
-        except web.HTTPException:
-            raise
-        except Exception as err:  # noqa: BLE001 - logged in full; the client gets one line
-            log.error("%s %s failed", request.method, request.path, exc_info=True)
-            return _error(500, f"internal error: {type(err).__name__}")
 
-    app = web.Application(client_max_size=_MAX_BODY_BYTES, middlewares=[never_a_traceback])
-    app.router.add_post("/infer", infer)
-    app.router.add_get("/healthz", healthz)
+@web.middleware
+async def _never_a_traceback(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        resp: web.StreamResponse = await handler(request)
+        return resp
+    except web.HTTPException:
+        raise
+    except Exception as err:  # noqa: BLE001 - logged in full; the client gets one line
+        log.error("%s %s failed", request.method, request.path, exc_info=True)
+        return _error(500, f"internal error: {type(err).__name__}")
+
+
+def build_app(batcher: Batcher, executor: Executor, state: _State) -> web.Application:
+    """The worker's HTTP application (``/infer``, ``/healthz``)."""
+    handlers = _WorkerApp(batcher, executor, state)
+    app = web.Application(client_max_size=_MAX_BODY_BYTES, middlewares=[_never_a_traceback])
+    app.router.add_post("/infer", handlers.infer)
+    app.router.add_get("/healthz", handlers.healthz)
     return app
 
 
