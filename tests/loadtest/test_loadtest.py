@@ -64,6 +64,7 @@ def _csv(out: Path) -> pd.DataFrame:
 # -- streaming -------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive  # times a live server: alone on the cores
 def test_streaming_ttft_itl_match_injected_delays(server: str, tmp_path: Path) -> None:
     d1, d2, k = 0.30, 0.05, 6
     doc = run_loadtest(
@@ -85,6 +86,7 @@ def test_streaming_ttft_itl_match_injected_delays(server: str, tmp_path: Path) -
     assert doc.generator.valid, doc.generator.invalid_reasons
 
 
+@pytest.mark.exclusive  # times a live server: alone on the cores
 @pytest.mark.parametrize("kind", ["tiny", "ndjson"])
 def test_stream_is_read_line_by_line(server: str, tmp_path: Path, kind: str) -> None:
     """20 lines of ~10 bytes, 20 ms apart: a 1 KiB-chunk reader would see them as one lump at the end."""
@@ -102,6 +104,7 @@ def test_stream_is_read_line_by_line(server: str, tmp_path: Path, kind: str) -> 
 # -- open loop ---------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive  # times a live server: alone on the cores
 def test_open_loop_sends_on_schedule_behind_a_slow_server(server: str, tmp_path: Path) -> None:
     """One request at a time, 0.2 s each, arrivals every 0.05 s: a deterministic D/D/1 queue.
 

@@ -30,6 +30,7 @@ def _trace(tmp_path: Path, rate: float, n: int) -> Path:
     return p
 
 
+@pytest.mark.exclusive  # compares live latencies with predicted ones: alone on the cores
 def test_validate_a_deployment_end_to_end(tmp_path):
     # M/D/1 at utilisation 0.5: S = 0.05 s, 10 req/s
     dep = write_deployment(tmp_path / "d.yaml", replicas=1, service_time={"distribution": "deterministic", "mean_s": 0.05})
