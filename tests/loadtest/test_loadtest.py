@@ -132,6 +132,7 @@ def test_open_loop_sends_on_schedule_behind_a_slow_server(server: str, tmp_path:
 # -- exact percentiles across processes ----------------------------------------------------
 
 
+@pytest.mark.exclusive  # times a live server (30 ms tolerance): alone on the cores
 def test_percentiles_merge_raw_samples_across_processes(server: str, tmp_path: Path) -> None:
     """Process 0 sends the even ids (fast), process 1 the odd ones (half of them 0.4 s).
 
