@@ -46,7 +46,7 @@ def percentiles_table(summary: Summary, caption: str = "Percentiles (exact, from
     for key, label in DIST_LABELS:
         d = summary.distribution(key)
         if d.known:
-            rows.append(Row([txt(label), *(num(d[s], fmt.seconds) for s in STATS)]))
+            rows.append(Row([txt(label), *(num(getattr(d, s), fmt.seconds) for s in STATS)]))
     if not rows:
         return None
     return Table(caption, ["distribution", *STATS], rows)

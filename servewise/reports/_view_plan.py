@@ -132,11 +132,11 @@ def _ranking_row(plan: Plan, rank: int, c: Candidate, front: set[str]) -> Row:
     cls = "winner" if c.id == plan.winner_id else ("front" if c.id in front else (None if c.feasible else "muted"))
     return Row(
         [num(rank, fmt.count), txt(c.label), num(c.cost_per_hour_usd, fmt.usd),
-         num(c.cost_per_million_requests_usd, fmt.usd), num(m.latency_s.p95 if m else None, fmt.seconds),
+         num(c.cost_per_million_requests_usd, fmt.usd), num(m.latency_s.p95 if m is not None else None, fmt.seconds),
          num(c.tail_latency_s, fmt.seconds), _binding_cell(c.binding_slo),
-         num(c.binding_slo.margin if c.binding_slo else None, lambda v: fmt.percent(v, digits=1, signed=True)),
+         num(c.binding_slo.margin if c.binding_slo is not None else None, lambda v: fmt.percent(v, digits=1, signed=True)),
          ok_cell(c.feasible, yes="yes", no="no"), txt("yes" if c.id in front else ""),
-         num(rob.pass_rate, fmt.percent) if rob else txt(None)],
+         num(rob.pass_rate, fmt.percent) if rob is not None else txt(None)],
         cls=cls,
     )  # fmt: skip
 

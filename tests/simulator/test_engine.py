@@ -117,9 +117,9 @@ def test_fifo_one_replica_deterministic_schedule():
     assert col(res, "queue_s").tolist() == exact([0.0, 0.5, 1.3])
     assert col(res, "batch_size").tolist() == [1, 1, 1]
     s = res.summary
-    assert s["latency_s"]["max"] == pytest.approx(2.3)
-    assert s["latency_s"]["mean"] == pytest.approx((1.0 + 1.5 + 2.3) / 3)
-    assert s["utilisation"] == pytest.approx(1.0)  # busy 3 s out of 3 s
+    assert s.latency_s.max == pytest.approx(2.3)
+    assert s.latency_s.mean == pytest.approx((1.0 + 1.5 + 2.3) / 3)
+    assert s.utilisation == pytest.approx(1.0)  # busy 3 s out of 3 s
 
 
 def test_concurrency_two_runs_two_at_once():
@@ -135,8 +135,8 @@ def test_queue_capacity_one_rejects_the_third_of_three():
     assert list(col(res, "status")) == ["completed", "completed", "rejected", "completed"]
     assert col(res, "start_s")[[0, 1, 3]].tolist() == exact([0.0, 1.0, 2.0])
     assert col(res, "end_s")[[0, 1, 3]].tolist() == exact([1.0, 2.0, 3.0])
-    assert res.summary["rejected"] == 1
-    assert res.summary["rejection_ratio"] == pytest.approx(0.25)
+    assert res.summary.rejected == 1
+    assert res.summary.rejection_ratio == pytest.approx(0.25)
 
 
 def test_queue_capacity_zero_is_a_loss_system():
@@ -214,14 +214,14 @@ def test_pool_with_speed_factor_two_serves_in_half_the_time():
     # smooth weighted round-robin, weights speed × concurrency = 2 : 1, is exact per cycle
     assert (pool == "fast").sum() == 200
     assert (pool == "slow").sum() == 100
-    by_name = {p["name"]: p for p in res.data["pools"]}
-    assert by_name["fast"]["requests"] == 200 and by_name["slow"]["requests"] == 100
+    by_name = {p.name: p for p in res.pools}
+    assert by_name["fast"].requests == 200 and by_name["slow"].requests == 100
     # cost = price per hour × replica-hours; fixed replicas live from 0 to the horizon
     horizon = max(col(res, "end_s").max(), arrivals[-1])
-    assert by_name["fast"]["cost_usd"] == pytest.approx(3.0 * horizon / 3600, rel=1e-12)
-    assert by_name["slow"]["cost_usd"] == pytest.approx(1.0 * horizon / 3600, rel=1e-12)
-    assert res.summary["cost_usd"] == pytest.approx(4.0 * horizon / 3600, rel=1e-12)
-    assert by_name["fast"]["replica_seconds"] == pytest.approx(horizon)
+    assert by_name["fast"].cost_usd == pytest.approx(3.0 * horizon / 3600, rel=1e-12)
+    assert by_name["slow"].cost_usd == pytest.approx(1.0 * horizon / 3600, rel=1e-12)
+    assert res.summary.cost_usd == pytest.approx(4.0 * horizon / 3600, rel=1e-12)
+    assert by_name["fast"].replica_seconds == pytest.approx(horizon)
 
 
 def test_weighted_balancer_uses_speed_times_concurrency():
@@ -249,8 +249,8 @@ def test_weighted_balancer_uses_explicit_pool_weights():
 def test_cost_scales_with_replicas_and_price():
     res = simulate(deployment(replicas=3, price_per_hour_usd=2.5), make_trace([0.0, 3599.0]), seed=0)
     # horizon = last completion = 3600 s: 3 replica-hours at 2.5 $/h
-    assert res.summary["cost_usd"] == pytest.approx(7.5, rel=1e-12)
-    assert res.summary["cost_per_million_requests_usd"] == pytest.approx(7.5 / 2 * 1e6, rel=1e-12)
+    assert res.summary.cost_usd == pytest.approx(7.5, rel=1e-12)
+    assert res.summary.cost_per_million_requests_usd == pytest.approx(7.5 / 2 * 1e6, rel=1e-12)
 
 
 # --------------------------------------------------------------------------- A4: autoscale
@@ -278,8 +278,8 @@ AUTOSCALE = {
 
 def _launches(res: SimResult) -> list[float]:
     """Launch time of each replica id (ids are given in launch order)."""
-    t = res.data["timeline"]["t_s"]
-    n = res.data["timeline"]["replicas"]
+    t = res.timeline.t_s
+    n = res.timeline.replicas
     out: list[float] = []
     prev = 0
     for ti, ni in zip(t, n, strict=True):
@@ -298,15 +298,15 @@ def test_autoscale_follows_a_step_in_load():
     trace = _step_trace()
     res = simulate(dep, trace, seed=3)
     assert (col(res, "status") == "completed").all()
-    t = res.data["timeline"]["t_s"]
-    n = res.data["timeline"]["replicas"]
+    t = res.timeline.t_s
+    n = res.timeline.replicas
     assert t[0] == 0.0 and n[0] == 1
     horizon = t[-1]
     assert n[-1] == 0  # everything closed at the horizon
     inner = [(ti, ni) for ti, ni in zip(t, n, strict=True) if ti < horizon]
     assert all(1 <= ni <= 6 for _, ni in inner), inner
     assert max(ni for _, ni in inner) == 6  # the step drove it to max
-    assert res.summary["max_replicas"] == 6
+    assert res.summary.max_replicas == 6
 
     ups = [ti for k, (ti, ni) in enumerate(inner) if k > 0 and ni > inner[k - 1][1]]
     downs = [ti for k, (ti, ni) in enumerate(inner) if k > 0 and ni < inner[k - 1][1]]
@@ -325,8 +325,8 @@ def test_autoscale_follows_a_step_in_load():
     # launches == cold starts; a new replica takes no request before it is ready
     launches = _launches(res)
     assert launches[0] == 0.0
-    assert res.summary["cold_starts"] == len(launches) - 1
-    assert res.data["pools"][0]["replicas_launched"] == len(launches)
+    assert res.summary.cold_starts == len(launches) - 1
+    assert res.pools[0].replicas_launched == len(launches)
     reps = col(res, "replica").astype(int)
     dispatch, start = col(res, "dispatch_s"), col(res, "start_s")
     for rid in range(1, len(launches)):
@@ -336,7 +336,7 @@ def test_autoscale_follows_a_step_in_load():
             assert dispatch[mine].min() >= ready - 1e-9, rid
             assert start[mine].min() >= ready - 1e-9, rid
     assert (col(res, "cold_start_s") == 0.0).all()
-    assert res.summary["mean_replicas"] > 1.0
+    assert res.summary.mean_replicas > 1.0
 
     # Replay the HPA rule on the ticks from the request table: in flight at a tick are
     # the requests dispatched before it and not finished by it (a tick goes before an
@@ -371,8 +371,8 @@ def test_autoscale_follows_a_step_in_load():
 def test_autoscale_without_load_change_stays_at_min():
     dep = deployment(scaling=AUTOSCALE, service_time={"distribution": "deterministic", "mean_s": 0.01})
     res = simulate(dep, make_trace(np.arange(100) * 1.0), seed=0)
-    assert res.data["timeline"]["replicas"][:-1] == [1]
-    assert res.summary["cold_starts"] == 0
+    assert res.timeline.replicas[:-1] == [1]
+    assert res.summary.cold_starts == 0
 
 
 def test_a_replica_removed_before_it_is_ready_adds_no_up_time():
@@ -390,14 +390,14 @@ def test_a_replica_removed_before_it_is_ready_adds_no_up_time():
         }
     )
     res = simulate(dep, make_trace([0.0, 0.0]), seed=0)
-    assert res.data["timeline"] == {"t_s": [0.0, 0.2, 1.0, 2.0], "replicas": [1, 2, 1, 0]}
+    assert res.timeline.model_dump() == {"t_s": [0.0, 0.2, 1.0, 2.0], "replicas": [1, 2, 1, 0]}
     assert col(res, "end_s").tolist() == exact([1.0, 2.0])
-    pool = res.data["pools"][0]
-    assert pool["replica_seconds"] == pytest.approx(2.8)
-    assert pool["busy_slot_seconds"] == pytest.approx(2.0)
-    assert pool["utilisation"] == pytest.approx(1.0)
-    assert res.summary["utilisation"] == pytest.approx(1.0)
-    assert res.summary["availability"] == pytest.approx(1.0)
+    pool = res.pools[0]
+    assert pool.replica_seconds == pytest.approx(2.8)
+    assert pool.busy_slot_seconds == pytest.approx(2.0)
+    assert pool.utilisation == pytest.approx(1.0)
+    assert res.summary.utilisation == pytest.approx(1.0)
+    assert res.summary.availability == pytest.approx(1.0)
 
 
 # --------------------------------------------------------------------------- A5: serverless
@@ -426,16 +426,16 @@ def test_serverless_cold_then_warm_then_cold_again():
     assert col(res, "cold_start_s").tolist() == exact([1.0, 0.0, 1.0])
     assert col(res, "start_s").tolist() == exact([1.0, 2.0, 21.0])
     assert col(res, "latency_s").tolist() == exact([1.5, 0.5, 1.5])
-    assert res.summary["cold_starts"] == 2
-    assert res.summary["cold_start_requests"] == 2
+    assert res.summary.cold_starts == 2
+    assert res.summary.cold_start_requests == 2
     # busy billing: instance 0 busy [0, 1.5] ∪ [2, 2.5] = 2 s, instance 1 [20, 21.5] = 1.5 s
-    sl = res.data["serverless"]
-    assert sl["billing"] == "busy"
-    assert sl["billed_seconds"] == pytest.approx(3.5, rel=1e-12)
-    assert sl["gb_seconds"] == pytest.approx(7.0, rel=1e-12)
-    assert sl["billed_requests"] == 3
-    assert sl["cost_usd"] == pytest.approx(7.0 * 0.001 + 3 * 0.01, rel=1e-12)
-    assert res.summary["cost_usd"] == pytest.approx(7.0 * 0.001 + 3 * 0.01, rel=1e-12)
+    sl = res.serverless
+    assert sl.billing == "busy"
+    assert sl.billed_seconds == pytest.approx(3.5, rel=1e-12)
+    assert sl.gb_seconds == pytest.approx(7.0, rel=1e-12)
+    assert sl.billed_requests == 3
+    assert sl.cost_usd == pytest.approx(7.0 * 0.001 + 3 * 0.01, rel=1e-12)
+    assert res.summary.cost_usd == pytest.approx(7.0 * 0.001 + 3 * 0.01, rel=1e-12)
 
 
 def test_serverless_instance_billing_includes_keep_alive():
@@ -446,10 +446,10 @@ def test_serverless_instance_billing_includes_keep_alive():
     )
     res = simulate(dep, make_trace([0.0, 2.0, 20.0]), seed=0)
     # instance 0 lives [0, 2.5 + 10], instance 1 [20, 21.5 + 10]: 12.5 + 11.5 = 24 s
-    sl = res.data["serverless"]
-    assert sl["billed_seconds"] == pytest.approx(24.0, rel=1e-12)
-    assert sl["gb_seconds"] == pytest.approx(48.0, rel=1e-12)
-    assert sl["cost_usd"] == pytest.approx(48.0 * 0.001 + 3 * 0.01, rel=1e-12)
+    sl = res.serverless
+    assert sl.billed_seconds == pytest.approx(24.0, rel=1e-12)
+    assert sl.gb_seconds == pytest.approx(48.0, rel=1e-12)
+    assert sl.cost_usd == pytest.approx(48.0 * 0.001 + 3 * 0.01, rel=1e-12)
 
 
 def test_serverless_gap_equal_to_keep_alive_is_not_warm_but_just_under_is():
@@ -476,7 +476,7 @@ def test_serverless_concurrency_shares_an_instance_then_starts_another():
     assert replicas_col(res) == [0, 0, 0, 1, 1]
     assert col(res, "start_s").tolist() == exact([1.0, 1.0, 1.0, 1.0, 1.0])
     assert col(res, "cold_start_s").tolist() == exact([1.0, 1.0, 1.0, 1.0, 0.5])
-    assert res.summary["cold_starts"] == 2
+    assert res.summary.cold_starts == 2
 
 
 def test_serverless_max_replicas_caps_instances_and_queues_the_rest():
@@ -488,8 +488,8 @@ def test_serverless_max_replicas_caps_instances_and_queues_the_rest():
     res = simulate(dep, make_trace([0.0, 0.0, 0.0, 0.0]), seed=0)
     reps = replicas_col(res)
     assert set(reps) == {0, 1}
-    assert res.summary["cold_starts"] == 2
-    assert res.summary["max_replicas"] == 2
+    assert res.summary.cold_starts == 2
+    assert res.summary.max_replicas == 2
     assert sorted(col(res, "end_s").tolist()) == exact([2.0, 2.0, 3.0, 3.0])
 
 
@@ -514,7 +514,7 @@ def test_serverless_starts_from_configured_warm_instances():
     res = simulate(dep, make_trace([5.0]), seed=0)
     assert col(res, "cold_start_s").tolist() == [0.0]
     assert col(res, "end_s").tolist() == exact([6.0])
-    assert res.summary["cold_starts"] == 0
+    assert res.summary.cold_starts == 0
 
 
 # --------------------------------------------------------------------------- A6: faults
@@ -556,14 +556,14 @@ def test_failed_replica_fails_its_requests(monkeypatch):
         for i in ids:
             assert end[i] == t
     assert res.requests.loc[status == "failed", "replica"].isna().all()
-    assert res.summary["failed"] == len(victims)
-    assert res.summary["retries"] == 0
+    assert res.summary.failed == len(victims)
+    assert res.summary.retries == 0
     # availability: each failure takes its replica down for exactly mttr_s (deterministic)
     horizon = max(end[status == "completed"].max(), col(res, "arrival_s")[-1])
     down = sum(min(t + 5.0, horizon) - t for _, t, _ in failures if t < horizon)
-    assert res.summary["availability"] == pytest.approx(1.0 - down / (3 * horizon), rel=1e-9)
-    assert res.summary["availability"] < 1.0
-    assert res.summary["restarts"] == sum(1 for _, t, _ in failures if t + 5.0 <= horizon)
+    assert res.summary.availability == pytest.approx(1.0 - down / (3 * horizon), rel=1e-9)
+    assert res.summary.availability < 1.0
+    assert res.summary.restarts == sum(1 for _, t, _ in failures if t + 5.0 <= horizon)
     reps, dispatch, start = col(res, "replica"), col(res, "dispatch_s"), col(res, "start_s")
     done = status == "completed"
     for rid, t, _ in failures:
@@ -582,7 +582,7 @@ def test_retried_requests_complete_elsewhere_and_keep_their_arrival(monkeypatch)
     arrival, latency = col(res, "arrival_s"), col(res, "latency_s")
     victims = [i for _, _, v in failures for i in v]
     assert victims
-    assert res.summary["retries"] == int(retries.sum()) == len(victims)
+    assert res.summary.retries == int(retries.sum()) == len(victims)
     checked = 0
     for rid, t, ids in failures:
         for i in ids:
@@ -595,8 +595,8 @@ def test_retried_requests_complete_elsewhere_and_keep_their_arrival(monkeypatch)
                 checked += 1
     assert checked > 0
     assert (status[retries > 0] != "rejected").all()
-    assert res.summary["availability"] < 1.0
-    assert res.summary["completed"] + res.summary["failed"] == len(trace)
+    assert res.summary.availability < 1.0
+    assert res.summary.completed + res.summary.failed == len(trace)
 
 
 def test_max_retries_zero_fails_at_once(monkeypatch):
@@ -605,7 +605,7 @@ def test_max_retries_zero_fails_at_once(monkeypatch):
     res = simulate(dep, poisson(rate_rps=4.8, n_requests=1000, seed=21), seed=4)
     victims = sorted(i for _, _, v in failures for i in v)
     assert sorted(np.flatnonzero(col(res, "status") == "failed").tolist()) == victims
-    assert res.summary["retries"] == 0
+    assert res.summary.retries == 0
 
 
 def test_a_replica_that_fails_during_its_cold_start_does_not_serve_before_it_is_ready(monkeypatch):
@@ -646,8 +646,8 @@ def test_a_replica_that_fails_during_its_cold_start_does_not_serve_before_it_is_
                 early.append(
                     (seed, row.id, int(row.replica), row.start_s, ready_at[int(row.replica)], row.cold_start_s)
                 )
-        assert res.summary["utilisation"] <= 1.0 + 1e-9, (seed, res.summary["utilisation"])
-        assert 0.0 <= res.summary["availability"] <= 1.0
+        assert res.summary.utilisation <= 1.0 + 1e-9, (seed, res.summary.utilisation)
+        assert 0.0 <= res.summary.availability <= 1.0
     assert not early, f"(seed, request, replica, start_s, replica ready_at, cold_start_s): {early[:5]}"
 
 
@@ -668,9 +668,9 @@ def test_requests_aborted_by_a_failure_do_not_extend_the_run(monkeypatch):
         pytest.fail("no seed gave a failure with requests in flight")
     end = col(res, "end_s")
     assert (col(res, "status") == "failed").any()
-    assert res.summary["duration_s"] == pytest.approx(end.max(), rel=1e-12)
-    assert res.data["timeline"]["t_s"][-1] == pytest.approx(end.max(), rel=1e-12)
-    assert res.data["pools"][0]["replica_seconds"] == pytest.approx(end.max(), rel=1e-12)
+    assert res.summary.duration_s == pytest.approx(end.max(), rel=1e-12)
+    assert res.timeline.t_s[-1] == pytest.approx(end.max(), rel=1e-12)
+    assert res.pools[0].replica_seconds == pytest.approx(end.max(), rel=1e-12)
 
 
 def test_a_failure_gives_back_the_unrun_time_of_every_batch_in_service(monkeypatch):
@@ -693,9 +693,9 @@ def test_a_failure_gives_back_the_unrun_time_of_every_batch_in_service(monkeypat
     f = failures[0][1]
     assert failures[0][2] == [0, 1, 2, 3]
     assert (col(res, "status") == "failed").all()
-    pool = res.data["pools"][0]
-    assert pool["busy_slot_seconds"] == pytest.approx(2 * f, rel=1e-9)
-    assert res.summary["utilisation"] == pytest.approx(1.0, rel=1e-9)
+    pool = res.pools[0]
+    assert pool.busy_slot_seconds == pytest.approx(2 * f, rel=1e-9)
+    assert res.summary.utilisation == pytest.approx(1.0, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- A7: cache
@@ -710,9 +710,9 @@ def test_repeated_keys_hit_the_cache():
     assert col(res, "latency_s")[hit].tolist() == exact([0.01, 0.01])
     assert col(res, "start_s")[hit].tolist() == exact([2.0, 3.0])
     assert res.requests.loc[hit, "replica"].isna().all()
-    assert res.summary["cache_hits"] == 2
-    assert res.summary["cache_hit_ratio"] == pytest.approx(2 / 5)
-    assert res.summary["latency_s"]["max"] == pytest.approx(1.5)  # r1 queued behind r0
+    assert res.summary.cache_hits == 2
+    assert res.summary.cache_hit_ratio == pytest.approx(2 / 5)
+    assert res.summary.latency_s.max == pytest.approx(1.5)  # r1 queued behind r0
 
 
 def test_ttl_expiry_makes_a_later_request_miss():
@@ -743,8 +743,8 @@ def test_zipf_keys_give_hits_on_a_generated_trace():
     dep = deployment(replicas=2, concurrency=4, cache={"policy": "lru", "capacity": 20})
     res = simulate(dep, trace, seed=0)
     s = res.summary
-    assert 0.3 < s["cache_hit_ratio"] < 1.0
-    assert s["cache_hits"] == (col(res, "status") == "cache_hit").sum()
+    assert 0.3 < s.cache_hit_ratio < 1.0
+    assert s.cache_hits == (col(res, "status") == "cache_hit").sum()
 
 
 # --------------------------------------------------------------------------- A8: warm-up
@@ -758,28 +758,28 @@ def test_warmup_requests_are_simulated_but_not_summarised():
     assert warm.tolist() == (col(res, "arrival_s") < 30.0).tolist()
     assert warm.sum() == 30
     s = res.summary
-    assert s["requests"] == 70
-    assert s["completed"] == 70
-    assert s["warmup_s"] == 30.0
+    assert s.requests == 70
+    assert s.completed == 70
+    assert s.warmup_s == 30.0
     lat = col(res, "latency_s")[~warm]
-    assert s["latency_s"]["mean"] == pytest.approx(lat.mean(), rel=1e-12)
-    assert s["latency_s"]["p95"] == pytest.approx(np.percentile(lat, 95), rel=1e-12)
-    assert s["latency_s"]["max"] == pytest.approx(lat.max(), rel=1e-12)
+    assert s.latency_s.mean == pytest.approx(lat.mean(), rel=1e-12)
+    assert s.latency_s.p95 == pytest.approx(np.percentile(lat, 95), rel=1e-12)
+    assert s.latency_s.max == pytest.approx(lat.max(), rel=1e-12)
     # the warm-up requests still occupy the replica: same schedule as without warm-up
     full = simulate(dep, trace, seed=5)
     np.testing.assert_array_equal(col(full, "end_s"), col(res, "end_s"))
-    assert full.summary["requests"] == 100
+    assert full.summary.requests == 100
 
 
 def test_warmup_past_the_last_arrival_leaves_nothing_and_every_slo_check_fails():
     dep = deployment(slo={"p95_latency_s": 5.0, "max_rejection_ratio": 0.1})
     res = simulate(dep, make_trace([0.0, 1.0]), seed=0, warmup_s=10.0)
     s = res.summary
-    assert (s["requests"], s["completed"]) == (0, 0)
-    assert s["latency_s"]["p95"] is None and s["rejection_ratio"] is None
+    assert (s.requests, s.completed) == (0, 0)
+    assert s.latency_s.p95 is None and s.rejection_ratio is None
     # an unknown value is never a pass
-    assert res.data["slo"]["pass"] is False
-    assert all(c["pass"] is False and c["value"] is None for c in res.data["slo"]["checks"].values())
+    assert res.slo.passed is False
+    assert all(c.passed is False and c.value is None for c in res.slo.checks.values())
 
 
 def test_negative_warmup_is_refused():
@@ -835,15 +835,19 @@ def test_written_csv_has_one_row_per_request(tmp_path):
 def test_slo_block_passes_above_and_fails_below_the_simulated_p95():
     trace = poisson(rate_rps=3.0, n_requests=1000, seed=8)
     doc = {"replicas": 2, "service_time": {"distribution": "exponential", "mean_s": 0.5}}
-    p95 = simulate(parse_deployment(doc), trace, seed=2).summary["latency_s"]["p95"]
+    p95 = simulate(parse_deployment(doc), trace, seed=2).summary.latency_s.p95
     assert p95 > 0
     ok = simulate(parse_deployment({**doc, "slo": {"p95_latency_s": p95 * 1.01}}), trace, seed=2)
     bad = simulate(parse_deployment({**doc, "slo": {"p95_latency_s": p95 * 0.99}}), trace, seed=2)
-    assert ok.data["slo"]["pass"] is True
-    assert bad.data["slo"]["pass"] is False
-    check = bad.data["slo"]["checks"]["p95_latency_s"]
-    assert check == {"limit": p95 * 0.99, "value": pytest.approx(p95, rel=1e-12), "pass": False}
-    assert ok.summary["latency_s"]["p95"] == pytest.approx(p95, rel=1e-12)
+    assert ok.slo.passed is True
+    assert bad.slo.passed is False
+    check = bad.slo.checks["p95_latency_s"]
+    assert check.model_dump(by_alias=True) == {
+        "limit": p95 * 0.99,
+        "value": pytest.approx(p95, rel=1e-12),
+        "pass": False,
+    }
+    assert ok.summary.latency_s.p95 == pytest.approx(p95, rel=1e-12)
 
 
 def test_slo_on_rejections_and_availability():
@@ -854,15 +858,15 @@ def test_slo_on_rejections_and_availability():
         "slo": {"max_rejection_ratio": 0.2, "min_availability": 0.99},
     }
     res = simulate(parse_deployment(doc), make_trace([0.0, 0.5, 2.0, 2.5]), seed=0)
-    checks = res.data["slo"]["checks"]
-    assert checks["max_rejection_ratio"]["value"] == pytest.approx(0.5)
-    assert checks["max_rejection_ratio"]["pass"] is False
-    assert checks["min_availability"]["pass"] is True
-    assert res.data["slo"]["pass"] is False
+    checks = res.slo.checks
+    assert checks["max_rejection_ratio"].value == pytest.approx(0.5)
+    assert checks["max_rejection_ratio"].passed is False
+    assert checks["min_availability"].passed is True
+    assert res.slo.passed is False
 
 
 def test_no_slo_gives_null():
-    assert simulate(deployment(), make_trace([0.0]), seed=0).data["slo"] is None
+    assert simulate(deployment(), make_trace([0.0]), seed=0).slo is None
 
 
 # --------------------------------------------------------------------------- misc
@@ -875,7 +879,7 @@ def test_empty_trace_is_a_config_error():
 
 def test_result_document_shape():
     res = simulate(deployment(), make_trace([0.0, 1.0]), seed=9)
-    d = res.data
+    d = res.to_doc()
     assert d["kind"] == "sim_result" and d["schema_version"] == 1
     assert d["metadata"]["seed"] == 9 and d["metadata"]["trace_requests"] == 2
     assert set(d) >= {"summary", "pools", "serverless", "timeline", "slo", "metadata"}

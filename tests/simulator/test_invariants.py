@@ -215,12 +215,12 @@ def check_invariants(dep: Deployment, trace: Trace, res: SimResult) -> None:
     counts = {s: int((status == s).sum()) for s in FINAL}
     assert sum(counts.values()) == n
     s = res.summary
-    assert s["requests"] == n
-    assert s["completed"] == counts["completed"] + counts["cache_hit"]  # served, hits included
-    assert s["cache_hits"] == counts["cache_hit"]
-    assert s["rejected"] == counts["rejected"]
-    assert s["failed"] == counts["failed"]
-    assert s["completed"] + s["rejected"] + s["failed"] == s["requests"]
+    assert s.requests == n
+    assert s.completed == counts["completed"] + counts["cache_hit"]  # served, hits included
+    assert s.cache_hits == counts["cache_hit"]
+    assert s.rejected == counts["rejected"]
+    assert s.failed == counts["failed"]
+    assert s.completed + s.rejected + s.failed == s.requests
 
     if dep.queue.capacity is None:
         assert counts["rejected"] == 0
@@ -293,45 +293,44 @@ def check_invariants(dep: Deployment, trace: Trace, res: SimResult) -> None:
 
     assert not rq["warmup"].any()
     # ratios are ratios; busy slot-time never exceeds the slot-time replicas were up
-    for u in [s["utilisation"], *(p["utilisation"] for p in res.data["pools"])]:
+    for u in [s.utilisation, *(p.utilisation for p in res.pools)]:
         assert u is None or 0.0 <= u <= 1.0 + EPS, u
-    assert s["availability"] is None or 0.0 <= s["availability"] <= 1.0
-    assert s["cost_usd"] >= 0.0
+    assert s.availability is None or 0.0 <= s.availability <= 1.0
+    assert s.cost_usd >= 0.0
     # the run ends with its last arrival or the last request's end, whichever is later
     # (a cache hit's end excepted: it takes no replica)
     last = max(arrival[-1], np.nanmax(end[~hits], initial=arrival[-1]))
-    assert s["duration_s"] == pytest.approx(last - arrival[0], rel=1e-12, abs=1e-12)
-    reps = res.data["timeline"]["replicas"]
+    assert s.duration_s == pytest.approx(last - arrival[0], rel=1e-12, abs=1e-12)
+    reps = res.timeline.replicas
     assert min(reps) >= 0
     if dep.scaling.mode == "fixed" and dep.faults is None:
         total = sum(p.replicas for p in dep.resolved_pools())
         assert reps[:-1] == [total] * (len(reps) - 1) and reps[-1] == 0
 
     # replica-seconds and cost follow the timeline (a step function of replicas alive)
-    t = res.data["timeline"]["t_s"]
+    t = res.timeline.t_s
     replica_s = float(np.sum(np.diff(t) * np.asarray(reps[:-1], dtype=float))) if len(t) > 1 else 0.0
     assert reps[-1] == 0
     if dep.scaling.mode != "serverless":
         assert t[-1] == pytest.approx(last, rel=1e-12, abs=1e-12)  # everything closes at the horizon
-        assert sum(p["replica_seconds"] for p in res.data["pools"]) == pytest.approx(replica_s, rel=1e-9, abs=1e-9)
+        assert sum(p.replica_seconds for p in res.pools) == pytest.approx(replica_s, rel=1e-9, abs=1e-9)
         if dep.pools is None:
-            assert s["cost_usd"] == pytest.approx(dep.price_per_hour_usd * replica_s / 3600, rel=1e-9, abs=1e-12)
+            assert s.cost_usd == pytest.approx(dep.price_per_hour_usd * replica_s / 3600, rel=1e-9, abs=1e-12)
     else:
-        sl = res.data["serverless"]
-        assert sl is not None and sl["billing"] == dep.scaling.billing
-        assert sl["billed_requests"] == counts["completed"]
+        sl = res.serverless
+        assert sl is not None and sl.billing == dep.scaling.billing
+        assert sl.billed_requests == counts["completed"]
         if dep.scaling.billing == "instance":
-            assert sl["billed_seconds"] == pytest.approx(replica_s, rel=1e-9, abs=1e-9)
+            assert sl.billed_seconds == pytest.approx(replica_s, rel=1e-9, abs=1e-9)
         else:
-            assert 0.0 <= sl["billed_seconds"] <= replica_s + 1e-9
+            assert 0.0 <= sl.billed_seconds <= replica_s + 1e-9
         gb = (dep.scaling.memory_bytes or 0) / 2**30
-        assert sl["gb_seconds"] == pytest.approx(sl["billed_seconds"] * gb, rel=1e-12)
+        assert sl.gb_seconds == pytest.approx(sl.billed_seconds * gb, rel=1e-12)
         expected = (
-            sl["gb_seconds"] * dep.scaling.price_per_gb_second_usd
-            + sl["billed_requests"] * dep.scaling.price_per_request_usd
+            sl.gb_seconds * dep.scaling.price_per_gb_second_usd + sl.billed_requests * dep.scaling.price_per_request_usd
         )
-        assert sl["cost_usd"] == pytest.approx(expected, rel=1e-12)
-        assert s["cost_usd"] == pytest.approx(sl["cost_usd"] + dep.price_per_hour_usd * replica_s / 3600, rel=1e-9)
+        assert sl.cost_usd == pytest.approx(expected, rel=1e-12)
+        assert s.cost_usd == pytest.approx(sl.cost_usd + dep.price_per_hour_usd * replica_s / 3600, rel=1e-9)
 
 
 def run_and_check(doc: dict[str, Any], trace: Trace, seed: int) -> None:
@@ -378,5 +377,5 @@ def test_simultaneous_arrivals_are_all_accounted_for():
     res = simulate(parse_deployment(doc), trace, seed=1)
     check_invariants(parse_deployment(doc), trace, res)
     # 1 in service + 2 waiting on each replica; the other 14 are turned away
-    assert res.summary["rejected"] == 14
+    assert res.summary.rejected == 14
     assert res.requests["replica"].value_counts().to_dict() == {0: 3, 1: 3}

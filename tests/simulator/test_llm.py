@@ -22,6 +22,7 @@ from scipy.stats import poisson as poisson_dist
 from servewise.config import parse_deployment
 from servewise.errors import ConfigError
 from servewise.hardware import load_catalog
+from servewise.results import STATS
 from servewise.simulator import SimResult, simulate
 from servewise.trace import Trace, poisson
 
@@ -120,7 +121,7 @@ def test_one_sequence_at_a_time_equals_the_fifo_engine(decoder):
         parse_deployment({"replicas": 1, "model": {"profile": "p.json", "variant": "fp32", "resolved": v}}), tr, seed=1
     )
     np.testing.assert_allclose(col(llm, "end_s"), col(fifo, "end_s"), rtol=1e-9)
-    assert llm.summary["latency_s"]["p95"] == pytest.approx(fifo.summary["latency_s"]["p95"], rel=1e-9)
+    assert llm.summary.latency_s.p95 == pytest.approx(fifo.summary.latency_s.p95, rel=1e-9)
 
 
 def test_chunked_prefill_splits_a_long_prompt_over_iterations(decoder):
@@ -136,7 +137,7 @@ def test_a_prompt_over_the_token_budget_is_rejected_without_chunking(decoder):
     v = decoder()
     res = simulate(dep(v, max_batched_tokens=256, chunked_prefill=False), trace_of([0.0, 1.0], [300, 100], [5, 5]), seed=0)
     assert list(res.requests["status"]) == ["rejected", "completed"]
-    assert res.data["engine"]["rejections"]["prompt_too_long"] == 1
+    assert res.engine.rejections["prompt_too_long"] == 1
 
 
 def test_decode_first_mixes_prompts_into_running_decodes(decoder):
@@ -187,19 +188,20 @@ def test_fast_forward_gives_the_same_per_request_times_as_stepping(decoder, case
     kw = dict(replicas=opts.get("replicas", 2), balancer=opts.get("balancer", "round_robin"), pools=pools)
     ff = simulate(dep(v, fast_forward=True, **engine, **kw), tr, seed=5)
     step = simulate(dep(v, fast_forward=False, **engine, **kw), tr, seed=5)
-    assert ff.data["engine"]["fast_forward_spans"] > 0, "fast-forward never engaged: the test would be vacuous"
-    assert step.data["engine"]["fast_forward_spans"] == 0
-    assert ff.data["engine"]["iterations"] == step.data["engine"]["iterations"]
+    assert ff.engine.fast_forward_spans > 0, "fast-forward never engaged: the test would be vacuous"
+    assert step.engine.fast_forward_spans == 0
+    assert ff.engine.iterations == step.engine.iterations
     for name in ("end_s", "first_token_s", "tpot_s", "itl_max_s", "preemptions", "cached_tokens", "prefilled_tokens"):
         np.testing.assert_array_equal(col(ff, name), col(step, name), err_msg=name)
     assert list(ff.requests["status"]) == list(step.requests["status"])
     for key in ("ttft_s", "tpot_s", "itl_s", "latency_s"):
-        for q, val in ff.summary[key].items():
-            assert val == pytest.approx(step.summary[key][q], rel=1e-12, abs=1e-15), (key, q)
+        for q in STATS:
+            val = getattr(ff.summary.distribution(key), q)
+            assert val == pytest.approx(getattr(step.summary.distribution(key), q), rel=1e-12, abs=1e-15), (key, q)
     if "tight" in case:
-        assert ff.summary["preemptions"] > 0, "the tight-KV case must exercise preemption"
+        assert ff.summary.preemptions > 0, "the tight-KV case must exercise preemption"
     if opts.get("prefix"):
-        assert ff.summary["prefix_hit_ratio"] > 0
+        assert ff.summary.prefix_hit_ratio > 0
 
 
 # =========================================================================== bulk-service theory
@@ -319,8 +321,8 @@ def _replicate(deployment, lam: float, n: int, reps: int, seed: int, step_model=
         tr = poisson(rate_rps=lam, n_requests=n, seed=seed + k)
         tr = trace_of(tr.arrival_s, 1, 1)  # one prompt token, one output token: one iteration each
         res = simulate(deployment, tr, seed=seed + 50_000 + k, warmup_s=float(tr.arrival_s[n // 10]), step_model=step_model)
-        assert res.summary["ttft_s"]["mean"] == pytest.approx(res.summary["latency_s"]["mean"], rel=1e-12)
-        out.append(res.summary["latency_s"]["mean"])
+        assert res.summary.ttft_s.mean == pytest.approx(res.summary.latency_s.mean, rel=1e-12)
+        out.append(res.summary.latency_s.mean)
     return np.asarray(out)
 
 
@@ -363,7 +365,7 @@ def test_kv_capacity_comes_from_the_catalog_memory_minus_weights(decoder):
     res = simulate(d, trace_of([0.0], [10], [2]), seed=0)
     mem = load_catalog().get("a100-80gb").accelerator.mem_bytes
     tokens = (int(mem * 0.9) - 16 * 10**9) // 131072
-    pool = res.data["engine"]["pools"][0]
+    pool = res.engine.pools[0]
     assert pool["kv_capacity_tokens"] == tokens
     assert pool["kv_blocks"] == tokens // 16
     assert 440_000 < tokens < 480_000  # 80 GiB × 0.9 − 16 GB over 128 KiB
@@ -394,12 +396,12 @@ def test_overflow_preempts_and_recomputes_and_every_request_finishes(decoder):
     tr = trace_of([0.0, 0.0, 0.0], [100, 100, 100], [500, 500, 500])
     res = simulate(dep(v, kv_capacity_tokens=1024, block_size=16), tr, seed=0)
     assert set(res.requests["status"]) == {"completed"}
-    assert res.summary["preemptions"] > 0
+    assert res.summary.preemptions > 0
     prefilled = col(res, "prefilled_tokens")
     assert prefilled.sum() > 300  # recomputation re-prefills prompt + generated tokens
-    assert all(r["kv_peak_blocks"] <= r["kv_blocks"] for r in res.data["engine"]["replicas"])
+    assert all(r["kv_peak_blocks"] <= r["kv_blocks"] for r in res.engine.replicas)
     swap = simulate(dep(v, kv_capacity_tokens=1024, block_size=16, preemption="swap"), tr, seed=0)
-    assert swap.summary["preemptions"] > 0
+    assert swap.summary.preemptions > 0
     np.testing.assert_array_equal(col(swap, "prefilled_tokens"), [100, 100, 100])  # swap keeps the KV
 
 
@@ -407,7 +409,7 @@ def test_a_request_larger_than_the_kv_cache_is_rejected(decoder):
     v = decoder()
     res = simulate(dep(v, kv_capacity_tokens=256, block_size=16), trace_of([0.0, 1.0], [200, 20], [100, 10]), seed=0)
     assert list(res.requests["status"]) == ["rejected", "completed"]
-    assert res.data["engine"]["rejections"]["kv_too_small"] == 1
+    assert res.engine.rejections["kv_too_small"] == 1
 
 
 def test_prefix_cache_hit_skips_the_cached_prompt_blocks(decoder):
@@ -422,10 +424,10 @@ def test_prefix_cache_hit_skips_the_cached_prompt_blocks(decoder):
     assert ttft[1] == pytest.approx(step_time(400 - 4 * T, 0, 0), rel=1e-12)  # 4 cached blocks
     assert ttft[2] == pytest.approx(step_time(300, 0, 0), rel=1e-12)  # a different first block: no prefix
     np.testing.assert_array_equal(col(res, "cached_tokens"), [0, 256, 0])
-    assert res.summary["prefix_hit_ratio"] == pytest.approx(256 / 1000)
-    assert res.summary["prefill_tokens_saved"] == 256
+    assert res.summary.prefix_hit_ratio == pytest.approx(256 / 1000)
+    assert res.summary.prefill_tokens_saved == 256
     off = simulate(dep(v, prefix_caching=False), tr, seed=0)
-    assert off.summary["prefix_hit_ratio"] is None
+    assert off.summary.prefix_hit_ratio is None
     assert col(off, "ttft_s")[1] == pytest.approx(step_time(400, 0, 0), rel=1e-12)
 
 
@@ -461,7 +463,7 @@ def test_prefix_affinity_beats_round_robin_on_conversations(decoder):
     hits = {}
     for policy in ("prefix_affinity", "round_robin", "least_kv"):
         res = simulate(dep(v, replicas=4, balancer=policy, kv_capacity_tokens=8192), tr, seed=1)
-        hits[policy] = res.summary["prefix_hit_ratio"]
+        hits[policy] = res.summary.prefix_hit_ratio
     print(f"[prefix] hit ratios {hits}")
     assert hits["prefix_affinity"] > hits["round_robin"] + 0.2, hits
     assert hits["prefix_affinity"] > hits["least_kv"] + 0.2, hits
@@ -485,12 +487,12 @@ def test_goodput_counts_requests_meeting_both_targets(decoder):
     t = res.requests
     ok = (t["ttft_s"] <= 0.05) & (t["tpot_s"].fillna(0) <= 0.0045) & (t["status"] == "completed")
     assert 0 < ok.sum() < len(t)
-    assert res.summary["goodput_rps"] == pytest.approx(ok.sum() / res.summary["duration_s"])
-    checks = res.data["slo"]["checks"]
+    assert res.summary.goodput_rps == pytest.approx(ok.sum() / res.summary.duration_s)
+    checks = res.slo.checks
     assert set(checks) == {"p95_ttft_s", "min_goodput_rps"}
-    assert checks["p95_ttft_s"]["value"] == res.summary["ttft_s"]["p95"]
+    assert checks["p95_ttft_s"].value == res.summary.ttft_s.p95
     out_tokens = t.loc[t["status"] == "completed", "generated_tokens"].sum()
-    assert res.summary["output_tokens_per_s"] == pytest.approx(out_tokens / res.summary["duration_s"])
+    assert res.summary.output_tokens_per_s == pytest.approx(out_tokens / res.summary.duration_s)
 
 
 def test_itl_samples_are_every_gap_between_tokens(decoder):
@@ -501,8 +503,8 @@ def test_itl_samples_are_every_gap_between_tokens(decoder):
     gaps = int((t["generated_tokens"] - 1).clip(lower=0).sum())
     # mean ITL weighted by gaps = Σ (end - first token) / Σ (tokens - 1)
     span = float((t["end_s"] - t["first_token_s"]).sum())
-    assert res.summary["itl_s"]["mean"] == pytest.approx(span / gaps, rel=1e-9)
-    assert res.summary["itl_s"]["max"] == pytest.approx(t["itl_max_s"].max(), rel=1e-12)
+    assert res.summary.itl_s.mean == pytest.approx(span / gaps, rel=1e-9)
+    assert res.summary.itl_s.max == pytest.approx(t["itl_max_s"].max(), rel=1e-12)
 
 
 def test_classic_results_carry_the_llm_keys_as_null():
@@ -512,9 +514,10 @@ def test_classic_results_carry_the_llm_keys_as_null():
         seed=0,
     )
     for key in ("ttft_s", "tpot_s", "itl_s"):
-        assert set(res.summary[key]) == set(res.summary["latency_s"])
-        assert all(v is None for v in res.summary[key].values())
-    assert res.summary["goodput_rps"] is None and res.summary["preemptions"] is None
+        d = res.summary.distribution(key)
+        assert set(d.model_dump()) == set(res.summary.latency_s.model_dump())
+        assert all(v is None for v in d.model_dump().values())
+    assert res.summary.goodput_rps is None and res.summary.preemptions is None
 
 
 @pytest.mark.parametrize(
@@ -603,7 +606,7 @@ def test_invariants(make_variant, case):
             assert row["prefilled_tokens"] >= p - cacheable
         assert tr.arrival_s[i] <= row["start_s"] <= row["first_token_s"] <= row["end_s"]
     # the KV cache is never over capacity
-    for r in res.data["engine"]["replicas"]:
+    for r in res.engine.replicas:
         assert r["kv_peak_blocks"] <= r["kv_blocks"]
     # and stepping every iteration gives the same times
     step = simulate(dep(v, replicas=replicas, balancer=balancer, fast_forward=False, **engine), tr, seed=3)
@@ -658,10 +661,10 @@ def test_fast_forward_matches_stepping_when_a_span_would_evict_what_the_waiting_
     v = make_variant(kind="decoder", linear=LINEAR, noise_cv=0.2, kv_bytes_per_token=64)
     ff = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=True, **engine), tr, seed=3)
     step = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=False, **engine), tr, seed=3)
-    assert step.data["engine"]["replicas"][0]["evictions"] > 0  # the case needs an eviction
+    assert step.engine.replicas[0]["evictions"] > 0  # the case needs an eviction
     np.testing.assert_array_equal(col(ff, "end_s"), col(step, "end_s"))
     np.testing.assert_array_equal(col(ff, "first_token_s"), col(step, "first_token_s"))
-    assert ff.data["engine"]["replicas"] == step.data["engine"]["replicas"]
+    assert ff.engine.replicas == step.engine.replicas
 
 
 # =========================================================================== CLI
@@ -716,14 +719,14 @@ def test_response_cache_in_front_and_queue_capacity(decoder):
     res = simulate(d, tr, seed=0)
     t = res.requests
     hits = t["status"] == "cache_hit"
-    assert hits.sum() > 0 and res.summary["cache_hits"] == hits.sum()
+    assert hits.sum() > 0 and res.summary.cache_hits == hits.sum()
     assert t.loc[hits, "ttft_s"].isna().all()  # hits are not streamed: no TTFT
-    assert res.summary["ttft_s"]["max"] == pytest.approx(t.loc[t["status"] == "completed", "ttft_s"].max())
+    assert res.summary.ttft_s.max == pytest.approx(t.loc[t["status"] == "completed", "ttft_s"].max())
     # a key is cached only after its first request completed
     first_done = t[t["status"] == "completed"].groupby(tr.key[t["status"] == "completed"])["end_s"].min()
     for i in np.flatnonzero(hits.to_numpy()):
         assert first_done[tr.key[i]] <= tr.arrival_s[i]
-    assert res.data["engine"]["rejections"]["queue_full"] == (t["status"] == "rejected").sum() > 0
+    assert res.engine.rejections["queue_full"] == (t["status"] == "rejected").sum() > 0
 
 
 def test_same_seed_same_result_byte_for_byte(decoder, tmp_path):
@@ -765,4 +768,4 @@ def test_prefill_first_cannot_livelock_on_preemption(decoder):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert set(res.requests["status"]) == {"completed"}
-    assert res.summary["preemptions"] > 0
+    assert res.summary.preemptions > 0

@@ -174,7 +174,7 @@ def test_deterministic_profile_service_is_md1_pollaczek_khinchine(classic_dep):
         res = simulate(dep, trace, seed=200 + k, warmup_s=100.0)
         served = col(res, "end_s") - col(res, "start_s")
         assert served.tolist() == pytest.approx([s] * len(served), rel=1e-12)
-        waits.append(res.summary["queue_s"]["mean"])
+        waits.append(res.summary.queue_s.mean)
     w = np.asarray(waits)
     se = w.std(ddof=1) / math.sqrt(len(w))
     print(f"[theory] M/D/1 from a profile: theory={theory:.5g} sim={w.mean():.5g} se={se:.2g}")
@@ -248,7 +248,7 @@ def test_autoscaled_replica_serves_after_the_variants_load_time(classic_dep, col
     assert on_new.any()
     first_start = col(res, "start_s")[on_new].min()
     assert first_start == pytest.approx(arrival[arrival >= ready_at][0], abs=1e-12)
-    assert res.summary["cold_starts"] == 1
+    assert res.summary.cold_starts == 1
 
 
 # --------------------------------------------------------------------------- library use and errors
@@ -291,11 +291,11 @@ def test_result_records_which_profiled_variant_ran(tmp_path: Path, make_variant,
     write_profile(make_variant("fp32", load_time_s=1.0))
     dep = load_deployment(write_deployment(tmp_path))
     res = simulate(dep, trace_of([0.0, 1.0], [16, 16]), seed=0)
-    meta = res.data["metadata"]
-    assert meta["model_variant"] == "builtin:test-model/fp32"
-    assert len(meta["model_variant_sha256"]) == 64 and meta["model_estimated"] is False
+    meta = res.metadata
+    assert meta.model_variant == "builtin:test-model/fp32"
+    assert len(meta.model_variant_sha256) == 64 and meta.model_estimated is False
     # A different profile at the same path gives a different hash.
     write_profile(make_variant("fp32", load_time_s=2.0))
-    meta2 = simulate(load_deployment(write_deployment(tmp_path)), trace_of([0.0, 1.0], [16, 16]), seed=0).data["metadata"]
-    assert meta2["deployment_sha256"] == meta["deployment_sha256"]
-    assert meta2["model_variant_sha256"] != meta["model_variant_sha256"]
+    meta2 = simulate(load_deployment(write_deployment(tmp_path)), trace_of([0.0, 1.0], [16, 16]), seed=0).metadata
+    assert meta2.deployment_sha256 == meta.deployment_sha256
+    assert meta2.model_variant_sha256 != meta.model_variant_sha256

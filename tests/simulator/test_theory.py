@@ -260,11 +260,11 @@ def _served(res: SimResult) -> pd.DataFrame:
 
 
 def mean_latency(res: SimResult) -> float:
-    return res.summary["latency_s"]["mean"]
+    return res.summary.latency_s.mean
 
 
 def mean_wait(res: SimResult) -> float:
-    return res.summary["queue_s"]["mean"]
+    return res.summary.queue_s.mean
 
 
 def p_wait(res: SimResult) -> float:
@@ -277,15 +277,15 @@ def p_wait_longer(t_s: float) -> Callable[[SimResult], float]:
 
 
 def latency_quantile(key: str) -> Callable[[SimResult], float]:
-    return lambda res: res.summary["latency_s"][key]
+    return lambda res: getattr(res.summary.latency_s, key)
 
 
 def utilisation(res: SimResult) -> float:
-    return res.summary["utilisation"]
+    return res.summary.utilisation
 
 
 def rejection_ratio(res: SimResult) -> float:
-    return res.summary["rejection_ratio"]
+    return res.summary.rejection_ratio
 
 
 def single_server(service_time: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -635,8 +635,8 @@ def test_serverless_cold_start_probability(lam_t: float) -> None:
     m = replicate(
         dep,
         {
-            "p_cold": lambda r: r.summary["cold_start_requests"] / r.summary["requests"],
-            "served": lambda r: r.summary["completed"] / r.summary["requests"],
+            "p_cold": lambda r: r.summary.cold_start_requests / r.summary.requests,
+            "served": lambda r: r.summary.completed / r.summary.requests,
         },
         rate_rps=lam,
         n_requests=20_000,
@@ -671,7 +671,7 @@ def test_lru_hit_ratio_che_approximation(alpha: float, capacity: int) -> None:
     }
     m = replicate(
         dep,
-        {"hit": lambda r: r.summary["cache_hits"] / r.summary["requests"]},
+        {"hit": lambda r: r.summary.cache_hits / r.summary.requests},
         rate_rps=1.0,
         n_requests=30_000,
         warmup_s=5_000.0,
@@ -702,7 +702,7 @@ def test_availability_alternating_renewal(repair: str) -> None:
     }
     m = replicate(
         dep,
-        {"avail": lambda r: r.summary["availability"]},
+        {"avail": lambda r: r.summary.availability},
         rate_rps=0.5,
         n_requests=10_000,
         warmup_s=0.0,
