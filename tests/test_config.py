@@ -227,7 +227,7 @@ def test_config_accepts_every_registered_cache_policy(policy):
         cache["ttl_s"] = 1.0
     dep = parse_deployment(base(cache=cache))
     res = simulate(dep, _trace(5).with_zipf_keys(2, 1.0, seed=0), seed=0)
-    assert res.summary["requests"] == 5
+    assert res.summary.requests == 5
 
 
 # --------------------------------------------------------------------------- files
@@ -643,8 +643,8 @@ def test_shipped_default_deployment_loads_round_trips_and_simulates():
     assert parse_deployment(yaml.safe_load(dump_deployment(dep))) == dep
     trace = poisson(rate_rps=4.0, n_requests=400, seed=1).with_zipf_keys(100, 1.0, seed=2)
     res = simulate(dep, trace, seed=0)
-    assert res.summary["requests"] == 400
-    assert res.data["slo"] is not None
+    assert res.summary.requests == 400
+    assert res.slo is not None
 
 
 def test_queue_smaller_than_a_batch_fails_deployment_check_not_only_simulate(tmp_path):

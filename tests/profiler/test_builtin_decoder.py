@@ -169,5 +169,5 @@ def test_a_profiled_variant_drives_a_simulation(tiny, tmp_path: Path) -> None:
     sigma = v.noise_cv
     assert np.median(ratio) == pytest.approx(1.0, abs=4 * 1.25 * sigma / np.sqrt(n) + 0.01)
     assert np.std(np.log(ratio)) == pytest.approx(sigma, rel=0.2, abs=0.01)
-    assert res.summary["completed"] == n
+    assert res.summary.completed == n
     assert np.median(r["queue_s"]) == 0.0  # light load: most requests never wait
