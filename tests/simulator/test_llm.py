@@ -614,6 +614,14 @@ def test_invariants(make_variant, case):
     np.testing.assert_array_equal(col(res, "first_token_s"), col(step, "first_token_s"))
 
 
+def _ff_and_step(make_variant, tr, engine):
+    """The same run with fast-forward and stepping every iteration (one replica, seed 3)."""
+    v = make_variant(kind="decoder", linear=LINEAR, noise_cv=0.2, kv_bytes_per_token=64)
+    ff = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=True, **engine), tr, seed=3)
+    step = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=False, **engine), tr, seed=3)
+    return ff, step
+
+
 def test_fast_forward_matches_stepping_after_a_prefill_first_preemption(make_variant):
     """prefill_first checks admission before the decodes preempt: the blocks a preemption
     frees may admit the waiting head at the next boundary, so no span may start there
@@ -631,9 +639,7 @@ def test_fast_forward_matches_stepping_after_a_prefill_first_preemption(make_var
         "kv_capacity_tokens": 72,
         "preemption": "recompute",
     }
-    v = make_variant(kind="decoder", linear=LINEAR, noise_cv=0.2, kv_bytes_per_token=64)
-    ff = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=True, **engine), tr, seed=3)
-    step = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=False, **engine), tr, seed=3)
+    ff, step = _ff_and_step(make_variant, tr, engine)
     assert step.requests["preemptions"].sum() > 0  # the case needs a preemption
     np.testing.assert_array_equal(col(ff, "end_s"), col(step, "end_s"))
     np.testing.assert_array_equal(col(ff, "first_token_s"), col(step, "first_token_s"))
@@ -658,9 +664,7 @@ def test_fast_forward_matches_stepping_when_a_span_would_evict_what_the_waiting_
         "kv_capacity_tokens": 464,
         "preemption": "recompute",
     }
-    v = make_variant(kind="decoder", linear=LINEAR, noise_cv=0.2, kv_bytes_per_token=64)
-    ff = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=True, **engine), tr, seed=3)
-    step = simulate(dep(v, replicas=1, balancer="round_robin", fast_forward=False, **engine), tr, seed=3)
+    ff, step = _ff_and_step(make_variant, tr, engine)
     assert step.engine.replicas[0]["evictions"] > 0  # the case needs an eviction
     np.testing.assert_array_equal(col(ff, "end_s"), col(step, "end_s"))
     np.testing.assert_array_equal(col(ff, "first_token_s"), col(step, "first_token_s"))
