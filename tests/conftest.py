@@ -112,27 +112,33 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{EXCLUSIVE}: times real work; runs with no other test beside it")
 
 
-@pytest.fixture(autouse=True)
-def _cores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """Keep a test marked ``exclusive`` alone on the machine under ``pytest -n N``.
 
-    Every test holds a shared lock on ``cores`` while it runs; an exclusive test holds it
-    exclusively. The ``gate`` lock, taken first by everyone and kept by an exclusive test
-    until it ends, lets a waiting exclusive test in ahead of the next ordinary ones.
+    Every test holds a shared lock on ``cores`` for its whole run — setup, call and
+    teardown, so a module fixture that profiles a model or builds artifacts for the next
+    test counts too (a function fixture would take the lock only after those ran). An
+    exclusive test holds it exclusively. The ``gate`` lock, taken first by everyone and
+    kept by an exclusive test until it ends, lets a waiting exclusive test in ahead of the
+    next ordinary ones. Without xdist there is one process and nothing to lock.
     """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return (yield)
     import fcntl
+    import tempfile
+    from pathlib import Path
 
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the folder all xdist workers share
-    exclusive = request.node.get_closest_marker(EXCLUSIVE) is not None
-    with open(root / "gate.lock", "a") as gate, open(root / "cores.lock", "a") as cores:
+    root = Path(tempfile.gettempdir())
+    exclusive = item.get_closest_marker(EXCLUSIVE) is not None
+    with open(root / f"servewise-tests-{run}.gate.lock", "a") as gate, open(root / f"servewise-tests-{run}.cores.lock", "a") as cores:
         fcntl.flock(gate, fcntl.LOCK_EX)
         fcntl.flock(cores, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         if not exclusive:
             fcntl.flock(gate, fcntl.LOCK_UN)
         try:
-            yield
+            return (yield)
         finally:
             fcntl.flock(cores, fcntl.LOCK_UN)
             fcntl.flock(gate, fcntl.LOCK_UN)
