@@ -270,6 +270,12 @@ class Variant(_Art):
     base_mem_bytes: int | None = Field(default=None, ge=0, description="The worker's RSS before loading the model.")
     weights_bytes: int | None = Field(default=None, ge=0, description="Size of the variant's serialized weights.")
     kv_bytes_per_token: int | None = Field(default=None, ge=0)
+    window_tokens: int | None = Field(
+        default=None,
+        ge=2,
+        description="The model's context window (max_len), tokens: what serving clips prompts to. "
+        "None in profiles made before it was recorded (then nothing is clipped).",
+    )
     accuracy: Accuracy | None = None
     accuracy_error: str | None = None
     points: list[Point] = Field(default_factory=list)
@@ -323,6 +329,31 @@ class Variant(_Art):
             ctx = prompt_len + np.arange(1, steps + 1, dtype=float)
             t += float(lm.predict(step_features(0, b, b * ctx)).sum())
         return t
+
+    def served_prompt(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+        """The prompt tokens serving runs for requests (or batches, by their longest member).
+
+        What ``servewise serve`` does: a decoder's prompt is cut from the left to
+        ``window_tokens − output + 1`` (prompt + output fit the window), an encoder's or
+        classic model's input to ``window_tokens``; at least 1 token. Unchanged without a
+        recorded window.
+        """
+        inp = np.maximum(np.asarray(input_tokens, dtype=np.int64), 1)
+        w = self.window_tokens
+        if w is None:
+            return inp
+        if self.model_kind == "decoder":
+            keep = w - np.maximum(np.asarray(output_tokens, dtype=np.int64), 1) + 1
+            return np.maximum(np.minimum(inp, keep), 1)
+        return np.minimum(inp, w)
+
+    def over_window(self, output_tokens: np.ndarray) -> np.ndarray | None:
+        """Per request: a decoder output that cannot fit the window with one prompt token
+        (``output > window_tokens − 1``), refused with 422 by the server; None when nothing is."""
+        if self.window_tokens is None or self.model_kind != "decoder":
+            return None
+        over = np.asarray(output_tokens, dtype=np.int64) > self.window_tokens - 1
+        return over if over.any() else None
 
     def service_time(self, batch_size: int, input_tokens: int, output_tokens: int) -> float:
         """Seconds to serve a batch whose longest request has these token counts."""

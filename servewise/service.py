@@ -224,6 +224,8 @@ class ProfileServiceModel:
     classic or encoder model one forward pass of ``input_tokens`` tokens, for a decoder a
     static generation (prefill, then a decode step per further output token). A batch is
     padded to its longest member: ``variant.service_time(n, max input, max output)``.
+    Prompts are clipped to the model's window as the server clips them
+    (:meth:`~servewise.profile.Variant.served_prompt`).
     A request with 0 tokens counts as 1 token (the shortest sequence a profile models);
     a trace with no token counts at all (every count 0) is refused. Each time is
     multiplied by a log-normal factor of median 1 and CV ``variant.noise_cv`` (none at 0).
@@ -248,12 +250,17 @@ class ProfileServiceModel:
                     f"{variant.label} (a {variant.model_kind} model) computes service times from them: use a "
                     "trace with token counts, or give a service_time distribution instead of model"
                 )
-        self._in = np.maximum(np.asarray(input_tokens, dtype=np.int64), 1)
         self._out = np.maximum(np.asarray(output_tokens, dtype=np.int64), 1)
+        self._in = variant.served_prompt(np.asarray(input_tokens, dtype=np.int64), self._out)
         self._sigma = float(np.sqrt(np.log1p(variant.noise_cv**2)))
         self._cache: dict[tuple[int, int, int], float] = {}
         self._noise_buf = np.empty(0)
         self._noise_pos = 0
+
+    @property
+    def served_input_tokens(self) -> np.ndarray:
+        """Each request's prompt tokens as the server runs them (clipped to the window)."""
+        return self._in
 
     def request_times(self) -> np.ndarray:
         """One un-batched service time (seconds) per request of the trace."""
@@ -284,7 +291,9 @@ class ProfileServiceModel:
         """The time of a ``(batch size, longest input, longest output)`` batch, with its noise."""
         t = self._cache.get(key)
         if t is None:
-            t = self._cache[key] = self.variant.service_time(*key)
+            n, longest_in, longest_out = key
+            served = int(self.variant.served_prompt(np.asarray(longest_in), np.asarray(longest_out)))
+            t = self._cache[key] = self.variant.service_time(n, served, longest_out)
         if self._sigma > 0:
             if self._noise_pos >= len(self._noise_buf):
                 self._noise_buf = self._rng.lognormal(0.0, self._sigma, 4096)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from servewise.config import Deployment
+from servewise.profile import Variant
 from servewise.stats import summarize
 from servewise.trace import Trace
 
@@ -53,6 +54,17 @@ def _own_and_work(dep: Deployment, trace: Trace) -> tuple[np.ndarray, np.ndarray
             return own.astype(float), work.astype(float), sigma
         return None  # a random distribution: no per-request bound worth its cost
     v = dep.model.loaded()
+    own, work, sigma = _profiled(dep, trace, v, v.served_prompt(inp, out), out)
+    over = v.over_window(trace.output_tokens)
+    if over is not None:  # rejected on arrival: no work, and no latency to bound
+        own, work = np.where(over, 0.0, own), np.where(over, 0.0, work)
+    return own, work, sigma
+
+
+def _profiled(
+    dep: Deployment, trace: Trace, v: Variant, inp: np.ndarray, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`_own_and_work` of a profiled model, for prompts as the server clips them."""
     sigma = math.sqrt(math.log1p(v.noise_cv**2))
     if dep.engine is not None:
         e = dep.engine

@@ -158,6 +158,9 @@ class Replay:
                     row["error"] = error
             elif code == 429:
                 row["status"] = "rejected"
+            elif code == 422:  # refused for this model (e.g. an output over its window): the simulator's "window"
+                row["status"] = "rejected"
+                row["error"] = f"HTTP 422{_snippet(resp)}"
             elif code:
                 row["error"] = f"HTTP {code}{_snippet(resp)}"
             else:

@@ -517,7 +517,7 @@ def _measure_variant(
     notify: Callable[[str, dict[str, Any]], None],
     fault: FaultInjection | None,
 ) -> None:
-    cur = _entry(spec, v, kind, "incomplete", points=[], warnings=[])
+    cur = _entry(spec, v, kind, "incomplete", points=[], warnings=[], window_tokens=int(prepared["max_len"]))
     rec.current = cur
     timing = settings.timing
     rounds = max(timing.rounds, 1)

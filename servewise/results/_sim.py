@@ -120,6 +120,9 @@ class SimResult(ArtifactRecord):
     slo: SloResult | None
     """The deployment's SLOs checked on the summary (None when it sets none)."""
     engine: EngineStats | None = Field(default=None, exclude_if=_absent_if_none)
+    rejections: dict[str, Count] = Field(default_factory=dict, exclude_if=lambda v: not v)
+    """Rejected requests by cause: ``queue_full``, ``window`` (output over the model's
+    context window: 422 live), and the continuous engine's ``prompt_too_long``, ``kv_too_small``."""
 
     _requests: pd.DataFrame | None = PrivateAttr(default=None)
     _doc: dict[str, Any] | None = PrivateAttr(default=None)

@@ -32,7 +32,7 @@ NUMERIC_COLUMNS: frozenset[str] = frozenset(
         # both
         "id", "latency_s", "ttft_s", "tpot_s", "itl_max_s", "input_tokens", "output_tokens", "end_s",
         # simulated
-        "arrival_s", "replica", "dispatch_s", "start_s", "queue_s", "cold_start_s", "retries", "batch_size",
+        "arrival_s", "replica", "dispatch_s", "start_s", "queue_s", "cold_start_s", "retries", "batch_size", "served_input_tokens",
         "first_token_s", "generated_tokens", "cached_tokens", "prefilled_tokens", "preemptions",
         # measured
         "scheduled_s", "sent_s", "send_lag_s", "http_status", "tokens",

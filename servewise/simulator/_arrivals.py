@@ -2,8 +2,10 @@
 
 The FIFO engine (:mod:`._engine`) and the LLM engine (:mod:`._llm`) replay a trace the
 same way: before each arrival every replica is brought up to its time (``_sync``), then
-a response-cache hit is answered at the cache's latency and anything else is routed
-(``_route``). :meth:`TraceReplay._replay` is that loop. It yields each arrival's time
+a request the server would refuse before routing (``invalid``: an output over the
+model's context window, 422 live) is rejected with that cause, a response-cache hit is
+answered at the cache's latency and anything else is routed (``_route``). Every
+rejection is counted by cause (``rejections``) and kept per request (``reject_reason``). :meth:`TraceReplay._replay` is that loop. It yields each arrival's time
 before syncing, so the FIFO engine's SimPy process can first run the control events
 (failures, autoscaler ticks, batch timers) due at or before it; the LLM engine, which
 has none, just iterates.
@@ -35,6 +37,17 @@ class TraceReplay:
     dispatch: list[float]
     start: list[float]
     end: list[float]
+    invalid: list[bool] | None = None
+    """Per request: refused on arrival as the router does (output over the context window)."""
+    rejections: dict[str, int]
+    reject_reason: dict[int, str]
+
+    def _reject(self, i: int, now: float, why: str) -> None:
+        """Request ``i`` rejected at ``now`` for ``why`` (``queue_full``, ``window``, ...)."""
+        self.status[i] = REJECTED
+        self.end[i] = now
+        self.rejections[why] = self.rejections.get(why, 0) + 1
+        self.reject_reason[i] = why
 
     def _sync(self, now: float) -> None:
         """Process everything that happens strictly before ``now``."""
@@ -45,6 +58,9 @@ class TraceReplay:
         raise NotImplementedError
 
     def _arrive(self, i: int, now: float) -> None:
+        if self.invalid is not None and self.invalid[i]:
+            self._reject(i, now, "window")
+            return
         cache = self.cache
         if cache is not None:
             assert self.keys is not None

@@ -21,7 +21,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ import simpy
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
 from servewise.policies import PolicySet, ResponseCache, from_config
-from servewise.service import build_service
+from servewise.service import ProfileServiceModel, build_service
 from servewise.trace import Request, Trace
 
 from ._arrivals import CACHE_HIT, COMPLETED, FAILED, PENDING, REJECTED, STATUS_NAMES, TraceReplay
@@ -115,6 +115,9 @@ class RawResult:
     cold_starts: int
     restarts: int
     serverless_busy_s: float
+    rejections: dict[str, int] = field(default_factory=dict)  # rejected requests by cause
+    reject_reason: dict[int, str] = field(default_factory=dict)  # request index -> its cause
+    served_input_tokens: np.ndarray | None = None  # a profiled model: prompts as the server clips them
     llm: Any = None  # simulator._llm.LLMRaw for engine 'continuous'
     pool_kv: list[dict[str, Any]] | None = None  # engine 'continuous': KV capacity of each pool
 
@@ -222,10 +225,18 @@ class Engine(TraceReplay):
             input_tokens=trace.input_tokens,
             output_tokens=trace.output_tokens,
         ).request_times().tolist()
+        self.served_in: np.ndarray | None = None
+        if deployment.model is not None:
+            over = deployment.model.loaded().over_window(trace.output_tokens)
+            self.invalid = over.tolist() if over is not None else None
+            assert isinstance(self.service, ProfileServiceModel)
+            self.served_in = self.service.served_input_tokens
 
     def _request_state(self, n: int) -> None:
         """Per-request state (python lists: fast scalar access) and the fleet's counters."""
         self.status = [PENDING] * n
+        self.rejections: dict[str, int] = {}
+        self.reject_reason: dict[int, str] = {}
         self.rep = [-1] * n
         self.rep_obj: list[Replica | None] = [None] * n
         self.dispatch = [math.nan] * n
@@ -317,10 +328,6 @@ class Engine(TraceReplay):
 
     # ------------------------------------------------------------------ admission
 
-    def _reject(self, i: int, now: float) -> None:
-        self.status[i] = REJECTED
-        self.end[i] = now
-
     def _admit_fifo(self, r: Replica, i: int, now: float) -> bool:
         slots = r.slots
         free = slots[0]
@@ -333,7 +340,7 @@ class Engine(TraceReplay):
             # waiting for a free slot counts against the queue; waiting for a cold start does not
             if start > now and start > r.ready_at:
                 if len(w) >= qcap:
-                    self._reject(i, now)
+                    self._reject(i, now, "queue_full")
                     return False
                 w.append(start)
         s = self.svc[i] / r.speed
@@ -358,7 +365,7 @@ class Engine(TraceReplay):
 
     def _admit_batch(self, r: Replica, i: int, now: float) -> bool:
         if self.qcap is not None and len(r.bq) >= self.qcap:
-            self._reject(i, now)
+            self._reject(i, now, "queue_full")
             return False
         r.bq.append(i)
         r.outstanding += 1
@@ -654,6 +661,9 @@ class Engine(TraceReplay):
             cold_starts=self.cold_starts,
             restarts=self.restarts,
             serverless_busy_s=busy,
+            rejections=dict(self.rejections),
+            reject_reason=self.reject_reason,
+            served_input_tokens=self.served_in,
         )
 
     def _serverless_busy(self) -> float:

@@ -54,7 +54,7 @@ from servewise.errors import ConfigError
 from servewise.policies import from_config
 from servewise.trace import Request, Trace
 
-from ._arrivals import COMPLETED, FAILED, PENDING, REJECTED, TraceReplay
+from ._arrivals import COMPLETED, FAILED, PENDING, TraceReplay
 from ._engine import RawResult, allowed_pools, build_cache
 from ._llm_sched import IterationScheduler
 from ._llm_state import LLMRaw, LLMReplica, Seq, _Work
@@ -114,8 +114,11 @@ class LLMEngine(TraceReplay, IterationScheduler):
             raise ConfigError(
                 "the trace has no input_tokens (0 for every request); the continuous engine needs token counts"
             )
-        self.prompt_len = np.maximum(trace.input_tokens.astype(np.int64), 1).tolist()
-        self.out_len = np.maximum(trace.output_tokens.astype(np.int64), 1).tolist()
+        out = np.maximum(trace.output_tokens.astype(np.int64), 1)
+        self.prompt_len = variant.served_prompt(trace.input_tokens, out).tolist()  # clipped as the server does
+        self.out_len = out.tolist()
+        over = variant.over_window(trace.output_tokens)
+        self.invalid = over.tolist() if over is not None else None
         self.arr: list[float] = trace.arrival_s.tolist()
         self.cls = [trace.class_names[c] for c in trace.traffic_class.tolist()]
         self.counted = (trace.arrival_s >= warmup_s).tolist()
@@ -186,6 +189,7 @@ class LLMEngine(TraceReplay, IterationScheduler):
         self.itl_single: list[float] = []
         self.itl_chunks: list[tuple[np.ndarray, int]] = []
         self.rejections = {"queue_full": 0, "prompt_too_long": 0, "kv_too_small": 0}
+        self.reject_reason: dict[int, str] = {}
         self.spans = 0
         self._completions: list[tuple[float, int]] = []
 
@@ -337,11 +341,6 @@ class LLMEngine(TraceReplay, IterationScheduler):
 
     # ------------------------------------------------------------------ arrivals
 
-    def _reject(self, i: int, now: float, why: str) -> None:
-        self.status[i] = REJECTED
-        self.end[i] = now
-        self.rejections[why] += 1
-
     def _route(self, i: int, now: float) -> None:
         reps = self.replicas
         if self.allowed_pools is not None:
@@ -468,6 +467,9 @@ class LLMEngine(TraceReplay, IterationScheduler):
             cold_starts=0,
             restarts=0,
             serverless_busy_s=0.0,
+            rejections={k: v for k, v in self.rejections.items() if v},
+            reject_reason=self.reject_reason,
+            served_input_tokens=np.asarray(self.prompt_len, dtype=np.int64),
             llm=llm,
             pool_kv=self.pool_kv,
         )

@@ -171,6 +171,14 @@ def _summary(raw: RawResult, counted: np.ndarray, warmup_s: float, fleet: _Fleet
     return Summary.model_validate(summary)
 
 
+def _reasons(raw: RawResult) -> np.ndarray:
+    """Each request's rejection cause ("" when it was not rejected)."""
+    out = np.full(len(raw.status), "", dtype=object)
+    for i, why in raw.reject_reason.items():
+        out[i] = why
+    return out
+
+
 def _requests_table(raw: RawResult, counted: np.ndarray) -> pd.DataFrame:
     """One row per request of the trace (``requests.csv``), warm-up included and marked."""
     trace = raw.trace
@@ -182,6 +190,7 @@ def _requests_table(raw: RawResult, counted: np.ndarray) -> pd.DataFrame:
             "id": np.arange(len(trace)),
             "arrival_s": arrival,
             "status": np.asarray(STATUS_NAMES, dtype=object)[raw.status],
+            "reason": _reasons(raw),
             "pool": np.where(raw.pool >= 0, np.asarray([p.name for p in pools] + [""], dtype=object)[raw.pool], ""),
             "replica": np.where(raw.replica >= 0, raw.replica, -1),
             "dispatch_s": raw.dispatch_s,
@@ -198,6 +207,8 @@ def _requests_table(raw: RawResult, counted: np.ndarray) -> pd.DataFrame:
             "warmup": ~counted,
         }
     )
+    if raw.served_input_tokens is not None:
+        table.insert(list(table.columns).index("input_tokens") + 1, "served_input_tokens", raw.served_input_tokens)
     if raw.llm is not None:
         llm = raw.llm
         gen = llm.generated
@@ -241,6 +252,7 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "serverless": fleet.serverless,
         "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
         "slo": check_slo(dep.slo, summary) if dep.slo is not None else None,
+        "rejections": dict(sorted(raw.rejections.items())),
     }
     if raw.llm is not None:
         data["engine"] = {

@@ -97,6 +97,8 @@ def test_load_time_memory_and_kv_cache(tiny) -> None:
     # K and V, 4 layers x 256 wide: 2 * 4 * 256 elements per token.
     assert by_name(prof, "fp32").kv_bytes_per_token == 2 * 4 * 256 * 4
     assert by_name(prof, "bf16").kv_bytes_per_token == 2 * 4 * 256 * 2
+    # The context window the server clips prompts to (the simulator clips them the same way).
+    assert {by_name(prof, n).window_tokens for n in ("fp32", "bf16", "int8", "onnx-fp32", "onnx-int8")} == {1024}
 
 
 def test_accuracy_against_fp32(tiny) -> None:

@@ -496,3 +496,35 @@ def test_batch_time_of_token_counts_equals_batch_time_of_trace_indices(tmp_path,
         assert by_tokens.batch_time_of(ins[members].tolist(), outs[members].tolist()) == pytest.approx(want, rel=1e-12)
     if service_time is None:
         assert want == pytest.approx(decoder_time(3, 30, 9), rel=1e-9)
+
+
+def test_real_tiny_gpt2_clips_prompts_and_refuses_outputs_as_the_simulator_does(
+    tmp_path, make_variant, write_profile, start_worker
+):
+    """One semantics: the same requests served by the real worker and simulated from its
+    profile get the same prompt tokens each (cut to ``window − output + 1``), and an
+    output over the window is refused live (422) and rejected ``window`` in the simulation."""
+    from servewise import load_deployment, simulate
+    from servewise.trace import Trace
+
+    window = 1024  # builtin:tiny-gpt2's n_positions
+    write_profile(make_variant("fp32", kind="decoder", model="builtin:tiny-gpt2", window_tokens=window))
+    dep_path = write_deployment(tmp_path, model=MODEL)
+    w = start_worker(dep_path, mode="real", timeout_s=120)
+    shapes = [(12, 8), (1500, 8), (1017, 8), (1018, 8), (3000, 200), (5, 1023), (40, 1024)]
+    live = []
+    for n_in, n_out in shapes:
+        status, _h, data = infer(w.port, input_tokens=n_in, output_tokens=n_out)
+        live.append((status, data.get("input_tokens") if status == 200 else data.get("error", "")))
+    assert [s for s, _ in live] == [200] * 6 + [422], live
+    assert [t for _, t in live[:6]] == [12, 1017, 1017, 1017, 825, 2]  # min(input, 1024 - output + 1)
+    assert "output_tokens" in live[6][1]
+
+    ins, outs = np.array([s[0] for s in shapes]), np.array([s[1] for s in shapes])
+    trace = Trace(arrival_s=np.arange(len(shapes)) * 100.0, input_tokens=ins, output_tokens=outs)
+    res = simulate(load_deployment(dep_path), trace, seed=0)
+    table = res.requests
+    assert table["served_input_tokens"].tolist()[:6] == [t for _, t in live[:6]]
+    assert table["status"].tolist() == ["completed"] * 6 + ["rejected"]
+    assert table["reason"].tolist() == [""] * 6 + ["window"]
+    assert res.rejections == {"window": 1} and res.summary.rejected == 1

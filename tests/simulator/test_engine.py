@@ -884,7 +884,8 @@ def test_result_document_shape():
     assert d["metadata"]["seed"] == 9 and d["metadata"]["trace_requests"] == 2
     assert set(d) >= {"summary", "pools", "serverless", "timeline", "slo", "metadata"}
     assert list(res.requests.columns) == [
-        "id", "arrival_s", "status", "pool", "replica", "dispatch_s", "start_s", "end_s", "latency_s",
+        "id", "arrival_s", "status", "reason", "pool", "replica", "dispatch_s", "start_s", "end_s", "latency_s",
         "queue_s", "cold_start_s", "retries", "batch_size", "input_tokens", "output_tokens", "traffic_class", "warmup",
     ]  # fmt: skip
     assert math.isclose(d["summary"]["throughput_rps"], 2 / 2.0)
+    assert "rejections" not in d and list(res.requests["reason"]) == ["", ""]  # none rejected

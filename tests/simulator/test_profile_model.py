@@ -121,6 +121,27 @@ def test_decoder_batch_is_padded_to_the_longest_prompt_and_output(tmp_path, make
     assert col(res, "end_s").tolist() == pytest.approx([first] + [first + decoder_time(3, 300, 40)] * 3, rel=1e-12)
 
 
+def test_decoder_prompts_are_clipped_to_the_window_as_the_server_clips_them(tmp_path, make_variant, write_profile):
+    """Window 200: alone, a prompt is cut to 200 − output + 1; in a batch the longest prompt
+    to 200 − the batch's longest output + 1 (``TorchExecutor._generate``); an output over
+    199 is rejected for ``window``, as the router answers it 422."""
+    write_profile(make_variant("fp32", kind="decoder", linear=DECODER, window_tokens=200))
+    dep = load_deployment(write_deployment(tmp_path, batching={"max_batch_size": 3, "max_wait_s": 0.0}))
+    res = simulate(dep, trace_of([0.0, 0.001, 0.001, 0.001, 9.0], [500, 300, 20, 80, 3], [10, 5, 60, 7, 200]), seed=0)
+    first = decoder_time(1, 191, 10)
+    assert col(res, "end_s").tolist()[:4] == pytest.approx([first] + [first + decoder_time(3, 141, 60)] * 3, rel=1e-12)
+    assert col(res, "served_input_tokens").tolist() == [191, 196, 20, 80, 1]
+    assert res.requests["status"].tolist()[4] == "rejected" and res.requests["reason"].tolist()[4] == "window"
+    assert res.rejections == {"window": 1}
+
+
+def test_encoder_input_is_cut_to_the_window(tmp_path, make_variant, write_profile):
+    write_profile(make_variant("fp32", kind="classic", linear=CLASSIC, window_tokens=128))
+    dep = load_deployment(write_deployment(tmp_path))
+    res = simulate(dep, trace_of(np.arange(3) * 100.0, [50, 128, 4000]), seed=0)
+    assert col(res, "latency_s").tolist() == pytest.approx([classic_time(1, s) for s in (50, 128, 128)], rel=1e-12)
+
+
 def _stump(feature: int, threshold: float, low: float, high: float) -> Tree:
     return Tree(left=[1, -1, -1], right=[2, -1, -1], feature=[feature, -2, -2], threshold=[threshold, -2, -2], value=[0.0, low, high])
 
