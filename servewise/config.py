@@ -410,6 +410,14 @@ class Scaling(Frozen):
     memory_bytes: int | None = Field(default=None, gt=0, description="serverless: memory billed per instance.")
     price_per_gb_second_usd: float = Field(default=0.0, ge=0, description="serverless: price per GB-second.")
     price_per_request_usd: float = Field(default=0.0, ge=0, description="serverless: price per request.")
+    warm_routing: Literal["newest", "most_recent", "spread"] | None = Field(
+        default=None,
+        description=(
+            "serverless: the free warm instance a request goes to: 'newest' (the default: the "
+            "latest started, as AWS Lambda is measured to behave), 'most_recent' (the one last "
+            "sent a request) or 'spread' (the load balancer chooses among all)."
+        ),
+    )
     billing: Literal["busy", "instance"] = Field(
         default="busy",
         description=(
@@ -417,6 +425,11 @@ class Scaling(Frozen):
             "(Lambda, Cloud Run request-based); 'instance' bills its whole life incl. keep-alive."
         ),
     )
+
+    @property
+    def warm_rule(self) -> Literal["newest", "most_recent", "spread"]:
+        """serverless: ``warm_routing``, ``newest`` when unset."""
+        return self.warm_routing or "newest"
 
     @model_validator(mode="after")
     def _mode_fields(self) -> Scaling:
@@ -429,6 +442,8 @@ class Scaling(Frozen):
                 raise ValueError("autoscale needs min_replicas >= 1 (scale to zero is mode 'serverless')")
             if self.min_replicas > self.max_replicas:
                 raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+            if self.warm_routing is not None:
+                raise ValueError("warm_routing is for mode 'serverless' (autoscale uses the load balancer)")
         elif self.mode == "serverless":
             missing = [f for f in ("max_replicas", "keep_alive_s") if getattr(self, f) is None]
             if missing:
@@ -438,7 +453,7 @@ class Scaling(Frozen):
         else:
             extra = [
                 f
-                for f in ("min_replicas", "max_replicas", "target_in_flight", "keep_alive_s")
+                for f in ("min_replicas", "max_replicas", "target_in_flight", "keep_alive_s", "warm_routing")
                 if getattr(self, f) is not None
             ]
             if extra:

@@ -30,6 +30,7 @@ __all__ = [
     "ProfileError",
     "ProfileInterrupted",
     "LoadTestError",
+    "InvalidMeasurement",
     "GateError",
 ]
 
@@ -79,6 +80,10 @@ class ProfileInterrupted(ServewiseError):
 
 class LoadTestError(ServewiseError):
     """A load test could not run to the end: a generator process crashed, hung or never started."""
+
+
+class InvalidMeasurement(LoadTestError):
+    """A live measurement ran but cannot be trusted (the load generator fell behind its schedule)."""
 
 
 class GateError(ServewiseError):

@@ -31,12 +31,14 @@ __all__ = [
     "LatencyStats",
     "Point",
     "Accuracy",
+    "ServingCalibration",
     "Tree",
     "LatencyModel",
     "Variant",
     "Profile",
     "load_profile",
     "save_profile",
+    "tokens_fingerprint",
     "batch_features",
     "step_features",
     "BATCH_FEATURES",
@@ -151,6 +153,34 @@ class Accuracy(_Art):
     cosine_mean: float | None = Field(default=None, ge=-1, le=1, description="Encoders: mean cosine similarity.")
     cosine_min: float | None = Field(default=None, ge=-1, le=1)
     max_abs_diff: float | None = Field(default=None, ge=0, description="Largest absolute output difference.")
+
+
+class ServingCalibration(_Art):
+    """The variant measured through the live serving path (``servewise calibrate``).
+
+    What the forward-pass profile cannot see: the time a request spends outside the
+    replica slot (client and router HTTP, parsing, the router→worker hop, encoding the
+    answer), and how the live service time compares with the back-to-back profile
+    (padding, pooling, slow-down after idle gaps). The simulator charges both.
+    """
+
+    overhead_samples_s: list[float] = Field(
+        min_length=1,
+        description="Per request: client latency − the replica's queue and service time, seconds (a sample of at most 4000).",
+    )
+    service_scale: float = Field(gt=0, description="Median of live service time / the profile's prediction.")
+    service_cv: float = Field(ge=0, description="Coefficient of variation of that ratio (the live spread).")
+    requests: int = Field(ge=1, description="Requests the calibration measured.")
+    trace_source: str = Field(description="The traffic it was fitted on (validate refuses to judge on it).")
+    tokens_sha256: str = Field(
+        description="SHA-256 of the calibration requests' input_tokens (int64): the same window at any rate has the same."
+    )
+    threads: int = Field(ge=1, description="Intra-op threads of the served replica.")
+    created_utc: str
+
+    @property
+    def overhead_mean_s(self) -> float:
+        return float(np.mean(self.overhead_samples_s))
 
 
 class Tree(_Art):
@@ -280,6 +310,9 @@ class Variant(_Art):
     accuracy_error: str | None = None
     points: list[Point] = Field(default_factory=list)
     latency_model: LatencyModel | None = None
+    serving: ServingCalibration | None = Field(
+        default=None, description="Measured through the live serving path (servewise calibrate); None until then."
+    )
     warnings: list[str] = Field(default_factory=list)
     wall_s: float | None = None
 
@@ -330,6 +363,20 @@ class Variant(_Art):
             t += float(lm.predict(step_features(0, b, b * ctx)).sum())
         return t
 
+    def unstable_points(self) -> list[Point]:
+        """The measured points the profiler flagged unstable (see ``Point.instability``)."""
+        return [p for p in self.points if p.status == "measured" and not p.stable]
+
+    def instability(self, shown: int = 2) -> str | None:
+        """One line on the unstable points (how many, the first ``shown`` and why); None when there are none."""
+        bad = self.unstable_points()
+        if not bad:
+            return None
+        n = sum(p.status == "measured" for p in self.points)
+        first = "; ".join(f"{p.phase} b={p.batch_size} s={p.seq_len}: {p.instability or 'unstable'}" for p in bad[:shown])
+        more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
+        return f"{len(bad)} of {n} points flagged unstable ({first}{more})"
+
     def served_prompt(self, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
         """The prompt tokens serving runs for requests (or batches, by their longest member).
 
@@ -375,7 +422,15 @@ class Variant(_Art):
 
     @property
     def noise_cv(self) -> float:
+        """Run-to-run spread of service times: the live one when calibrated, else the profile's."""
+        if self.serving is not None:
+            return self.serving.service_cv
         return self.latency_model.noise_cv if self.latency_model else 0.0
+
+    @property
+    def service_scale(self) -> float:
+        """Live service time over the profile's prediction (1 until calibrated)."""
+        return self.serving.service_scale if self.serving is not None else 1.0
 
 
 class Profile(_Art):
@@ -419,6 +474,13 @@ def _read(path: Path) -> dict[str, object]:
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def tokens_fingerprint(input_tokens: np.ndarray) -> str:
+    """SHA-256 of a request sequence's prompt lengths: one trace window, whatever its rate."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(input_tokens, dtype=np.int64)).tobytes()).hexdigest()
 
 
 def load_profile(path: str | Path) -> Profile:

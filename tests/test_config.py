@@ -83,6 +83,11 @@ def error_of(doc: Any) -> str:
         (base(scaling={"mode": "elastic"}), "scaling.mode", "'fixed', 'autoscale' or 'serverless'"),
         (base(scaling={"mode": "fixed", "min_replicas": 1}), "scaling", "takes no min_replicas"),
         (base(scaling={"mode": "serverless"}), "scaling", "needs max_replicas, keep_alive_s"),
+        (base(scaling={"mode": "fixed", "warm_routing": "newest"}), "scaling", "takes no warm_routing"),
+        (base(scaling={"mode": "autoscale", "min_replicas": 1, "max_replicas": 2, "target_in_flight": 1,
+                       "warm_routing": "spread"}), "scaling", "warm_routing is for mode 'serverless'"),  # fmt: skip
+        (base(scaling={"mode": "serverless", "max_replicas": 2, "keep_alive_s": 1, "warm_routing": "oldest"}),
+         "scaling.warm_routing", "newest"),  # fmt: skip
         (
             base(scaling={"mode": "autoscale", "min_replicas": 0, "max_replicas": 3, "target_in_flight": 2}),
             "scaling",

@@ -10,12 +10,13 @@ bounds), simulates the rest with the chosen strategy, checks the finalists' robu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from servewise.errors import ConfigError
 from servewise.hardware import Catalog, load_catalog
+from servewise.profile import Variant
 from servewise.results import Expected
 from servewise.space import SearchSpace
 from servewise.stats import VALIDATION_TOLERANCES
@@ -41,6 +42,16 @@ TOLERANCES = VALIDATION_TOLERANCES
 """Relative errors the load test may show against the prediction (see :data:`servewise.stats.VALIDATION_TOLERANCES`)."""
 
 
+def _refuse_unstable(variants: Iterable[Variant]) -> None:
+    for v in sorted({v.label: v for v in variants if not v.estimated}.values(), key=lambda v: v.label):
+        why = v.instability()
+        if why is not None:
+            raise ConfigError(
+                f"profile variant {v.label}: {why}; profile again on a quieter machine (fewer programs running, "
+                "a larger --budget-s or more --rounds), or pass --allow-unstable-profile to search with it anyway"
+            )
+
+
 def advise(
     space: SearchSpace,
     trace: Trace,
@@ -52,8 +63,13 @@ def advise(
     jobs: int | None = None,
     ray_address: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    allow_unstable: bool = False,
 ) -> Plan:
-    """Search ``space`` for the cheapest deployment meeting its SLOs on ``trace``."""
+    """Search ``space`` for the cheapest deployment meeting its SLOs on ``trace``.
+
+    A measured variant with points the profiler flagged unstable is refused (a
+    :class:`ConfigError` naming them and why) unless ``allow_unstable``: a ranking built
+    on timings that moved between runs is not worth its cost."""
     t0 = time.perf_counter()
     if len(trace) == 0:
         raise ConfigError(f"trace {trace.source}: no requests to judge candidates on")
@@ -67,6 +83,8 @@ def advise(
     needed = {c.variant_key for c in expansion.candidates}
     spec = profiles.spec(space.spec)
     variants = {k: profiles.variant(k[0], k[1], spec) for k in needed}
+    if not allow_unstable:
+        _refuse_unstable(variants.values())
 
     def variant_of(c: Candidate) -> Any:
         return variants[c.variant_key]

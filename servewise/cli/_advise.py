@@ -179,6 +179,10 @@ def advise(
     window: Annotated[str | None, typer.Option(help="Keep arrivals in START:END seconds (re-based to 0).")] = None,
     rate_scale: Annotated[float | None, typer.Option("--rate-scale", help="Multiply the arrival rate by this.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the verdict.")] = False,
+    allow_unstable_profile: Annotated[
+        bool,
+        typer.Option("--allow-unstable-profile", help="Search with profile variants whose points are flagged unstable."),
+    ] = False,
 ) -> None:
     """Search deployments for the cheapest one meeting the SLOs; write DIR/plan.json and DIR/deploy/.
 
@@ -196,7 +200,7 @@ def advise(
         with _search_progress(not quiet) as progress:
             plan = run_advise(
                 sp, tr, list(profiles), space_source=str(space), executor=executor, jobs=jobs,
-                ray_address=ray_address, progress=progress,
+                ray_address=ray_address, progress=progress, allow_unstable=allow_unstable_profile,
             )  # fmt: skip
         written = write_outputs(plan, tr, out_dir, image=image)
     if not quiet:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from servewise.cli._common import (
@@ -189,3 +190,51 @@ def validate(
         raise typer.Exit(EXIT_VIOLATION)
     if v.verdict == "invalid":
         raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def calibrate(
+    profile: Annotated[Path, typer.Option("--profile", "-p", help="Profile JSON holding the variant (updated in place).")],
+    variant: Annotated[str, typer.Option("--variant", "-v", help="The variant to serve, e.g. fp32.")],
+    trace: Annotated[Path, typer.Option("--trace", "-t", help="Trace whose requests to replay (its shapes and gaps).")],
+    window: Annotated[
+        str | None, typer.Option(help="START:END seconds of the trace to fit on (keep others to validate on).")
+    ] = None,
+    max_requests: Annotated[int, typer.Option("--max-requests", help="Replay at most N requests.")] = 600,
+    util: Annotated[float, typer.Option(help="Offered load as a share of one replica (0 < util < 1).")] = 0.3,
+    threads: Annotated[int, typer.Option(help="Intra-op threads of the served replica.")] = 1,
+    model: Annotated[str | None, typer.Option("--model", help="Which model of the profile (when it holds several).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Write the calibrated profile here instead.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the server's policies.")] = 0,
+    fmt: FormatOpt = "auto",
+    column_map: ColumnMapOpt = None,
+) -> None:
+    """Measure a variant through the live serving path; record the overhead and live service scale in the profile.
+
+    Serves the variant for real (1 replica) on 127.0.0.1, replays the trace window with
+    Locust at --util of its capacity, and writes the variant's `serving` block, which
+    the simulator then charges. Exit 0, 2 on bad input, 3 when the generator fell behind.
+    """
+    with _errors():
+        _check(max_requests, "--max-requests", ge=1)
+        _check(threads, "--threads", ge=1)
+        from servewise.errors import InvalidMeasurement
+        from servewise.loadtest.calibrate import calibrate as run_calibrate
+
+        tr = _load_trace(trace, fmt, column_map, False, window=window).head(max_requests)
+        try:
+            cal = run_calibrate(profile, variant, tr, out_path=out_path, model=model, util=util, threads=threads,
+                                seed=seed, progress=lambda text: err.print(text, markup=False))  # fmt: skip
+        except InvalidMeasurement as e:
+            err.print(f"[bold red]invalid:[/] {escape(str(e))}", soft_wrap=True)
+            raise typer.Exit(EXIT_INVALID) from None
+    import numpy as np
+
+    o = np.asarray(cal.overhead_samples_s)
+    out.print(
+        f"calibrated {variant} on {cal.requests} requests: overhead outside the replica p50 "
+        f"{np.median(o) * 1e3:.2f} ms, p95 {np.percentile(o, 95) * 1e3:.2f} ms; live service "
+        f"{cal.service_scale:.3f}x the profile (CV {cal.service_cv:.2f})",
+        markup=False,
+    )
+    out.print(f"wrote {out_path or profile}", markup=False)

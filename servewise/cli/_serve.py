@@ -42,7 +42,7 @@ def serve(
     max_pending: Annotated[
         int | None, typer.Option("--max-pending", help="Requests inside the router at once; more get 429.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica (default: the profile's).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads per replica (default: CPUs ÷ replicas, at least 1; inter-op 1).")] = None,
     log_requests: Annotated[
         Path | None, typer.Option("--log-requests", help="Append a JSONL request log here.")
     ] = None,

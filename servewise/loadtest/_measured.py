@@ -56,6 +56,10 @@ class Samples:
     tokens: list[int | None]
     itl_max_s: np.ndarray
     replica: list[str | None]
+    replica_queue_s: np.ndarray
+    """The replica's own queue and service seconds (``x-servewise-timing``); NaN when not sent."""
+    replica_service_s: np.ndarray
+    batch_size: list[int | None]
     error: list[str | None]
     itl_s: np.ndarray
     """Every inter-token gap of every completed streamed request."""
@@ -88,6 +92,9 @@ class Samples:
             tokens=objects("tokens"),
             itl_max_s=floats("itl_max_s"),
             replica=objects("replica"),
+            replica_queue_s=floats("replica_queue_s"),
+            replica_service_s=floats("replica_service_s"),
+            batch_size=objects("batch_size"),
             error=objects("error"),
             itl_s=np.concatenate(itl) if itl else np.zeros(0),
         )
@@ -183,6 +190,9 @@ def _table(s: Samples, input_tokens: np.ndarray, output_tokens: np.ndarray, traf
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
             "replica": pd.array(s.replica, dtype="string"),
+            "replica_queue_s": s.replica_queue_s,
+            "replica_service_s": s.replica_service_s,
+            "batch_size": pd.array(s.batch_size, dtype="Int64"),
             "error": pd.array(s.error, dtype="string"),
             "end_s": s.end_s,
             "traffic_class": traffic_class,

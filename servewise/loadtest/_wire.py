@@ -21,6 +21,7 @@ __all__ = [
     "INDEX_HEADER",
     "KEY_HEADER",
     "REPLICA_HEADER",
+    "TIMING_HEADER",
     "SKIP",
     "TOKEN",
     "LineReader",
@@ -43,6 +44,8 @@ CACHE_HEADER = "x-servewise-cache"
 """A response header; ``hit`` marks an answer served from the server's response cache."""
 REPLICA_HEADER = "x-servewise-replica"
 """A response header naming the replica that answered."""
+TIMING_HEADER = "x-servewise-timing"
+"""A response header with the replica's own times: ``queue=S;service=S;batch=N``."""
 
 _VOCAB = 30000
 _FIRST_ID = 1000

@@ -32,6 +32,7 @@ from servewise.loadtest._wire import (
     INDEX_HEADER,
     KEY_HEADER,
     REPLICA_HEADER,
+    TIMING_HEADER,
     TOKEN,
     LineReader,
 )
@@ -66,6 +67,9 @@ ROW_FIELDS = (
     "tokens",
     "itl_max_s",
     "replica",
+    "replica_queue_s",
+    "replica_service_s",
+    "batch_size",
     "error",
 )
 """What the child records of each request; its result holds one list per field (columns)."""
@@ -149,6 +153,7 @@ class Replay:
             if code:
                 row["http_status"] = code
                 row["replica"] = _header(resp, REPLICA_HEADER)
+                _timing(row, _header(resp, TIMING_HEADER))
             if 200 <= code < 300:
                 error = self._read_body(resp, events) if self.stream else _body_error(resp)
                 if error is None:
@@ -231,6 +236,19 @@ def _describe(err: BaseException) -> str:
     """One line naming the error."""
     text = " ".join(f"{type(err).__name__}: {err}".split())
     return text[:500]
+
+
+def _timing(row: dict[str, Any], value: str | None) -> None:
+    """The replica's queue and service seconds and batch size from ``x-servewise-timing``, when sent."""
+    if not value:
+        return
+    try:
+        parts = dict(p.split("=", 1) for p in value.split(";"))
+        row["replica_queue_s"] = float(parts["queue"])
+        row["replica_service_s"] = float(parts["service"])
+        row["batch_size"] = int(parts.get("batch", 1))
+    except (KeyError, ValueError):  # another server's header: its times are unknown, the request still counts
+        pass
 
 
 def _header(resp: FastResponse, name: str) -> str | None:

@@ -83,6 +83,18 @@ class _Sides:
     server: dict[str, Any] | None = None
 
 
+def _refuse_fitted_on(dep: Any, replay: Trace) -> None:
+    """A calibrated variant is never judged on the requests it was calibrated on."""
+    from servewise.profile import tokens_fingerprint
+
+    cal = dep.model.loaded().serving if dep.model is not None and dep.model.resolved is not None else None
+    if cal is not None and cal.tokens_sha256 == tokens_fingerprint(replay.input_tokens):
+        raise ConfigError(
+            f"variant {dep.model.variant} was calibrated on these very requests ({cal.trace_source}); a prediction "
+            "counts only on traffic it was not fitted on: validate on another trace window"
+        )
+
+
 def _served(
     deployment_path: Path, replay: Trace, out_dir: Path, load: Callable[[str], Measured], *, seed: int,
     warmup_s: float, serve_args: list[str] | None, progress: Any,
@@ -93,6 +105,7 @@ def _served(
     from servewise.simulator import simulate
 
     dep = load_deployment(deployment_path)
+    _refuse_fitted_on(dep, replay)
     _note(progress, f"simulating {len(replay)} requests")
     result = simulate(dep, replay, seed=seed, warmup_s=warmup_s)
     result.write(out_dir / "predicted")

@@ -41,10 +41,13 @@ from servewise.policies.caches import (
     cache_policies,
 )
 from servewise.policies.scaling import (
+    WARM_ROUTING,
     FixedReplicas,
+    InstanceView,
     ScalingRule,
     TargetInFlight,
     autoscale_rules,
+    warm_instance,
 )
 
 __all__ = [
@@ -82,4 +85,8 @@ __all__ = [
     "ScalingRule",
     "TargetInFlight",
     "FixedReplicas",
+    # serverless: the warm instance a request goes to
+    "WARM_ROUTING",
+    "InstanceView",
+    "warm_instance",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import ClassVar, Protocol
+from collections.abc import Sequence
+from typing import ClassVar, Literal, Protocol
 
 from servewise.errors import ConfigError
 from servewise.policies._params import check_float, check_int
@@ -22,7 +23,46 @@ __all__ = [
     "autoscale_rules",
     "TargetInFlight",
     "FixedReplicas",
+    "WARM_ROUTING",
+    "InstanceView",
+    "warm_instance",
 ]
+
+WARM_ROUTING: tuple[str, ...] = ("newest", "most_recent", "spread")
+"""Serverless: which free warm instance takes a request (see :func:`warm_instance`)."""
+
+
+class InstanceView(Protocol):
+    """What :func:`warm_instance` reads of an instance (simulator and router alike)."""
+
+    id: int
+    launched_at: float
+    """When the instance was started (the caller's clock)."""
+    last_routed: float
+    """When the last request was sent to it (its launch time before any)."""
+
+
+def warm_instance(rule: Literal["newest", "most_recent", "spread"], free: Sequence[InstanceView]) -> int | None:
+    """Index into ``free`` (instances with room for one more request) of the one a
+    serverless platform gives the next request; None for ``spread`` (the deployment's
+    load balancer chooses).
+
+    - ``newest``: the most recently started instance, as SimFaaS models AWS Lambda
+      (``ServerlessSimulator.schedule_warm_instance``: the idle instance of the largest
+      creation time). Older instances then see no traffic and expire after the
+      keep-alive, so the fleet shrinks to what the load needs.
+    - ``most_recent``: the instance that was sent a request last (warm instances used
+      as a stack, last in first out); the same effect on expiry.
+    - ``spread``: none; spreading warm requests over every idle instance keeps them all
+      alive, so at long keep-alives cold starts stop and instances pile up.
+
+    Ties go to the larger ``id`` (the later launch).
+    """
+    if rule == "spread" or not free:
+        return None
+    if rule == "newest":
+        return max(range(len(free)), key=lambda k: (free[k].launched_at, free[k].id))
+    return max(range(len(free)), key=lambda k: (free[k].last_routed, free[k].id))
 
 
 class ScalingRule(Protocol):

@@ -32,10 +32,10 @@ NUMERIC_COLUMNS: frozenset[str] = frozenset(
         # both
         "id", "latency_s", "ttft_s", "tpot_s", "itl_max_s", "input_tokens", "output_tokens", "end_s",
         # simulated
-        "arrival_s", "replica", "dispatch_s", "start_s", "queue_s", "cold_start_s", "retries", "batch_size", "served_input_tokens",
+        "arrival_s", "replica", "dispatch_s", "start_s", "queue_s", "cold_start_s", "retries", "batch_size", "served_input_tokens", "overhead_s",
         "first_token_s", "generated_tokens", "cached_tokens", "prefilled_tokens", "preemptions",
         # measured
-        "scheduled_s", "sent_s", "send_lag_s", "http_status", "tokens",
+        "scheduled_s", "sent_s", "send_lag_s", "http_status", "tokens", "replica_queue_s", "replica_service_s",
     }
 )  # fmt: skip
 """Columns that hold numbers (or are empty) wherever they appear."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from servewise.policies import LoadBalancer
+from servewise.policies import LoadBalancer, warm_instance
 from servewise.trace import Request
 
 from ._fleet import Fleet
@@ -101,12 +101,16 @@ class Dispatcher:
         live = [r for r in self.fleet.replicas if r.state in (STARTING, READY) and r.id not in exclude]
         free = [r for r in live if r.outstanding < r.spec.concurrency * self.plan.per_slot]
         if free:
-            return self._choose(free, job)
-        if len(live) < sc.max_replicas:
-            return self.fleet.launch(self.plan.pools[0], initial=False)
-        if not live:
+            k = warm_instance(sc.warm_rule, free) if len(free) > 1 else 0
+            r = self._choose(free, job) if k is None else free[k]
+        elif len(live) < sc.max_replicas:
+            r = self.fleet.launch(self.plan.pools[0], initial=False)
+        elif not live:
             raise Failed(503, "no instance is available", "replica_failed")
-        return self._choose(live, job)
+        else:
+            r = self._choose(live, job)
+        r.last_routed = time.monotonic()
+        return r
 
     # ------------------------------------------------------------------ talking to a replica
 

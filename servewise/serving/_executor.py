@@ -285,6 +285,10 @@ class TorchExecutor:
                 "use --mode synthetic, or a CPU variant"
             )
         torch.set_num_threads(self._threads)
+        try:
+            torch.set_num_interop_threads(1)  # one replica's ops never spread over another's cores
+        except RuntimeError:  # already set, or parallel work already ran in this process
+            pass
         torch.manual_seed(self._seed)
         try:
             built = build_variant(v.model, v.name, self._workdir)

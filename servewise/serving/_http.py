@@ -21,6 +21,7 @@ from ._jobs import (
     HEADER_CACHE,
     HEADER_REPLICA,
     HEADER_REQUEST_ID,
+    HEADER_TIMING,
     ClientError,
     Failed,
     Job,
@@ -162,10 +163,13 @@ class Api:
         except Failed as fail:
             return self.r.outcomes.failed(job, fail)
 
-    def _headers(self, job: Job, cache_hit: bool) -> dict[str, str]:
+    def _headers(self, job: Job, cache_hit: bool, answer: dict[str, Any] | None = None) -> dict[str, str]:
         h = {HEADER_REQUEST_ID: job.id, HEADER_CACHE: "hit" if cache_hit else "miss"}
         if job.replica is not None and not cache_hit:
             h[HEADER_REPLICA] = job.replica.label
+            if answer is not None and answer.get("service_s") is not None:
+                q, svc = float(answer.get("queue_s") or 0.0), float(answer["service_s"])
+                h[HEADER_TIMING] = f"queue={q:.6f};service={svc:.6f};batch={int(answer.get('batch_size') or 1)}"
         return h
 
     async def _respond(self, request: web.Request, job: Job, answer: dict[str, Any], *, cache_hit: bool) -> web.StreamResponse:
@@ -183,7 +187,7 @@ class Api:
             self.r.outcomes.served(job, status, answer, first_token=first, n_tokens=len(tokens))
             return resp
         body = _completion_body(job, tokens) if job.kind == "completion" else _predict_body(job, answer, tokens)
-        resp = web.json_response(body, headers=self._headers(job, cache_hit))
+        resp = web.json_response(body, headers=self._headers(job, cache_hit, answer))
         self.r.outcomes.served(job, status, answer, response=body)
         return resp
 

@@ -29,6 +29,7 @@ __all__ = [
     "HEADER_REPLICA",
     "HEADER_CACHE",
     "HEADER_REQUEST_ID",
+    "HEADER_TIMING",
 ]
 
 HEADER_KEY = "X-Servewise-Key"
@@ -36,6 +37,9 @@ HEADER_CLASS = "X-Servewise-Class"
 HEADER_REPLICA = "X-Servewise-Replica"
 HEADER_CACHE = "X-Servewise-Cache"
 HEADER_REQUEST_ID = "X-Request-Id"
+HEADER_TIMING = "X-Servewise-Timing"
+"""The replica's own times of a request: ``queue=S;service=S;batch=N`` (seconds), so a client can
+tell the time spent outside the replica slot (HTTP, parsing, hops) from queueing and service."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ from :func:`servewise.policies.from_config`, as the simulator's do.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -109,13 +110,28 @@ def _mode(dep: Deployment, path: Path, s: ServeSettings) -> Literal["real", "syn
     return "real"
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def fitting_threads(dep: Deployment, pools: list[Pool], s: ServeSettings) -> int:
+    """Intra-op threads per replica that fit this host: its CPUs ÷ the most replicas that
+    can run at once (``--replicas``, the pools', or ``max_replicas`` when scaling), at
+    least 1 — so replicas do not oversubscribe the cores they share."""
+    if dep.scaling.mode in ("autoscale", "serverless"):
+        assert dep.scaling.max_replicas is not None
+        most = dep.scaling.max_replicas
+    else:
+        most = sum(s.replicas if s.replicas is not None else p.replicas for p in pools)
+    return max(1, usable_cpus() // max(most, 1))
+
+
 def _specs(dep: Deployment, path: Path, s: ServeSettings, pools: list[Pool], mode: str) -> dict[str, WorkerSpec]:
-    threads = s.threads
-    if threads is None:
-        prof_threads = None
-        if dep.model is not None and dep.model.resolved is not None:
-            prof_threads = getattr(getattr(dep.model.resolved, "hardware", None), "threads_used", None)
-        threads = prof_threads or 1
+    threads = s.threads if s.threads is not None else fitting_threads(dep, pools, s)
     workdir = s.workdir or Path.home() / ".cache" / "servewise" / "models"
     return {
         p.name: WorkerSpec(

@@ -83,6 +83,7 @@ class Replica:
         self.pid: int | None = None
         self.load_s: float | None = None
         self.launched_at = time.monotonic()
+        self.last_routed = self.launched_at  # when the router last sent it a request (serverless warm routing)
         self.ready_at: float | None = None
         self.last_busy = time.monotonic()  # end of the last request (serverless keep-alive)
         self.health_failures = 0

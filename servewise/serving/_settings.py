@@ -54,7 +54,7 @@ class ServeSettings(BaseModel):
     log_sample: float = Field(default=1.0, ge=0, le=1)
     log_redact: bool = True
     threads: int | None = Field(default=None, ge=1)
-    """Intra-op threads per worker (default: the profile's, else CPUs / replicas)."""
+    """Intra-op threads per worker (default: the host's usable CPUs ÷ the most replicas that run at once, >= 1)."""
     seed: int = 0
     workdir: Path | None = None
     worker_log: Path | None = None

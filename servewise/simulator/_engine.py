@@ -29,7 +29,7 @@ import simpy
 
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
-from servewise.policies import PolicySet, ResponseCache, from_config
+from servewise.policies import PolicySet, ResponseCache, from_config, warm_instance
 from servewise.service import ProfileServiceModel, build_service
 from servewise.trace import Request, Trace
 
@@ -60,6 +60,7 @@ class Replica:
         "bq",
         "timer_at",
         "launched_at",
+        "last_routed",
         "ready_at",
         "ended_at",
         "busy_until",
@@ -83,6 +84,7 @@ class Replica:
         self.bq: deque[int] = deque()  # batching: requests waiting to be batched
         self.timer_at: float | None = None
         self.launched_at = launched_at
+        self.last_routed = launched_at
         self.ready_at = ready_at
         self.ended_at: float | None = None
         self.busy_until = ready_at
@@ -118,6 +120,7 @@ class RawResult:
     rejections: dict[str, int] = field(default_factory=dict)  # rejected requests by cause
     reject_reason: dict[int, str] = field(default_factory=dict)  # request index -> its cause
     served_input_tokens: np.ndarray | None = None  # a profiled model: prompts as the server clips them
+    overhead_s: np.ndarray | None = None  # a calibrated model: each request's time outside the replica slot
     llm: Any = None  # simulator._llm.LLMRaw for engine 'continuous'
     pool_kv: list[dict[str, Any]] | None = None  # engine 'continuous': KV capacity of each pool
 
@@ -168,6 +171,7 @@ class Engine(TraceReplay):
         self._rng_lb = np.random.default_rng(streams[1])
         self._rng_faults = np.random.default_rng(streams[2])
         self._rng_batch = np.random.default_rng(streams[3])
+        self._rng_overhead = np.random.default_rng(streams[4])
 
         self.env = simpy.Environment()
         n = len(trace)
@@ -203,6 +207,7 @@ class Engine(TraceReplay):
 
         self.faults = deployment.faults
         self.mode = deployment.scaling.mode
+        self.warm_rule = deployment.scaling.warm_rule
         self.cold_start_s = deployment.cold_start_s()  # scaling.cold_start_s, or the profile's load time
 
         self._request_state(n)
@@ -480,12 +485,16 @@ class Engine(TraceReplay):
         per = self.max_batch if self.batching else 1
         free = [r for r in live if r.outstanding < r.concurrency * per]
         if free:
-            r = free[self.lb.choose(free, self._request(i))] if len(free) > 1 else free[0]
+            k = warm_instance(self.warm_rule, free) if len(free) > 1 else 0
+            if k is None:
+                k = self.lb.choose(free, self._request(i))
+            r = free[k]
         elif len(live) < sc.max_replicas:
             r = self._launch(0, now, self.cold_start_s)
             live.append(r)
         else:
             r = live[self.lb.choose(live, self._request(i))] if len(live) > 1 else live[0]
+        r.last_routed = now
         self._admit(r, i, now)
 
     # ------------------------------------------------------------------ processes
@@ -642,16 +651,21 @@ class Engine(TraceReplay):
                 else:
                     self._end_replica(r, horizon)
         busy = self._serverless_busy() if self.mode == "serverless" else 0.0
+        status = np.asarray(self.status, dtype=np.int8)
+        end = np.asarray(self.end)
+        overhead = self._overhead(status)
+        if overhead is not None:
+            end = end + overhead  # latency only: the replica slot was free at the end of service
         return RawResult(
             trace=self.trace,
             deployment=self.dep,
             seed=self.seed,
-            status=np.asarray(self.status, dtype=np.int8),
+            status=status,
             replica=np.asarray(self.rep, dtype=np.int64),
             pool=np.asarray([r.pool if r is not None else -1 for r in self.rep_obj], dtype=np.int64),
             dispatch_s=np.asarray(self.dispatch),
             start_s=np.asarray(self.start),
-            end_s=np.asarray(self.end),
+            end_s=end,
             cold_start_s=np.asarray(self.cold),
             retries=np.asarray(self.retries, dtype=np.int64),
             batch_size=np.asarray(self.bsize, dtype=np.int64),
@@ -664,7 +678,19 @@ class Engine(TraceReplay):
             rejections=dict(self.rejections),
             reject_reason=self.reject_reason,
             served_input_tokens=self.served_in,
+            overhead_s=overhead,
         )
+
+    def _overhead(self, status: np.ndarray) -> np.ndarray | None:
+        """Each completed request's time outside the replica slot, drawn from the variant's
+        calibration (client and router HTTP, parsing, hops); None without one."""
+        model = self.dep.model
+        cal = model.loaded().serving if model is not None else None
+        if cal is None:
+            return None
+        samples = np.asarray(cal.overhead_samples_s, dtype=float)
+        drawn = samples[self._rng_overhead.integers(0, len(samples), size=len(status))]
+        return np.where(status == COMPLETED, drawn, 0.0)
 
     def _serverless_busy(self) -> float:
         """Seconds during which some instance was starting or serving (summed over instances)."""

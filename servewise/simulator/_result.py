@@ -207,6 +207,8 @@ def _requests_table(raw: RawResult, counted: np.ndarray) -> pd.DataFrame:
             "warmup": ~counted,
         }
     )
+    if raw.overhead_s is not None:
+        table.insert(list(table.columns).index("latency_s") + 1, "overhead_s", raw.overhead_s)
     if raw.served_input_tokens is not None:
         table.insert(list(table.columns).index("input_tokens") + 1, "served_input_tokens", raw.served_input_tokens)
     if raw.llm is not None:

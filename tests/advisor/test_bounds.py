@@ -268,3 +268,27 @@ def test_advise_prunes_overloaded_candidates_and_only_those(tmp_path: Path, make
         if (c.deployment.get("queue") or {}).get("capacity") is not None:
             assert c.bound is None and c.status == "evaluated"
     assert plan.winner is not None and plan.winner.deployment["replicas"] >= 3
+
+
+def test_advise_refuses_a_profile_with_unstable_points_unless_allowed(tmp_path: Path, make_variant: Any) -> None:
+    from servewise.errors import ConfigError
+    from servewise.profile import LatencyStats, Point
+
+    stats = LatencyStats(mean=0.01, p50=0.01, p90=0.012, p99=0.02, min=0.009, max=0.02, iqr=0.001, cv=0.3, n=12, ci_rel=0.07)
+    points = [
+        Point(phase="forward", batch_size=1, seq_len=16, status="measured", latency_s=stats, samples_s=[0.01] * 12),
+        Point(phase="forward", batch_size=4, seq_len=64, status="measured", latency_s=stats, samples_s=[0.01] * 12,
+              stable=False, instability="the 95% CI of the median is ±7.0% after 12 samples (target ±2%)"),
+    ]  # fmt: skip
+    p = _save(tmp_path / "p.json", make_variant("fp32", points=points))
+    tr = _md_trace(0.5, 1, 500, seed=3)
+    sp = parse_space({
+        "hardware": [{"name": "local", "price_per_hour_usd": 1}], "variant": ["fp32"], "replicas": {"range": [1, 2]},
+        "slo": {"p95_latency_s": 1.0}, "search": {"replications": 0, "headroom": False},
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        advise(sp, tr, [p], jobs=1)
+    msg = str(err.value)
+    assert "\n" not in msg and "builtin:test-model/fp32: 1 of 2 points flagged unstable" in msg
+    assert "forward b=4 s=64: the 95% CI of the median is ±7.0%" in msg and "--allow-unstable-profile" in msg
+    assert advise(sp, tr, [p], jobs=1, allow_unstable=True).feasible

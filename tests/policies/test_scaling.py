@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servewise.errors import ConfigError
-from servewise.policies import FixedReplicas, TargetInFlight, autoscale_rules
+from servewise.policies import WARM_ROUTING, FixedReplicas, TargetInFlight, autoscale_rules, warm_instance
 
 
 def hpa(**overrides) -> TargetInFlight:
@@ -173,3 +173,19 @@ def test_bad_params_raise_config_error(name, params, message):
     with pytest.raises(ConfigError) as err:
         autoscale_rules.get(name)(**params)
     assert message in str(err.value)
+
+
+class _Inst:
+    def __init__(self, id: int, launched_at: float, last_routed: float) -> None:
+        self.id, self.launched_at, self.last_routed = id, launched_at, last_routed
+
+
+def test_warm_instance_newest_most_recent_and_spread():
+    free = [_Inst(0, 10.0, 50.0), _Inst(1, 30.0, 40.0), _Inst(2, 20.0, 60.0)]
+    assert warm_instance("newest", free) == 1  # started last (SimFaaS's rule for AWS Lambda)
+    assert warm_instance("most_recent", free) == 2  # sent a request last
+    assert warm_instance("spread", free) is None  # the load balancer chooses
+    assert warm_instance("newest", []) is None
+    tie = [_Inst(4, 5.0, 5.0), _Inst(7, 5.0, 5.0)]
+    assert warm_instance("newest", tie) == 1 and warm_instance("most_recent", tie) == 1  # the larger id
+    assert WARM_ROUTING == ("newest", "most_recent", "spread")

@@ -224,6 +224,30 @@ def test_scale_to_zero_then_a_burst_pays_a_visible_cold_start_and_loses_nothing(
     assert [r["status"] for r in again] == [200, 200] and min(r["latency_s"] for r in again) >= cold
 
 
+@pytest.mark.parametrize(("rule", "spread"), [("newest", False), ("most_recent", False), ("spread", True)])
+def test_serverless_warm_requests_go_to_one_instance_unless_spread(server, rule, spread):
+    """Three instances are warm after a burst; one request at a time then goes to one of
+    them every time (``newest``, ``most_recent``: the others idle towards their expiry,
+    as on AWS Lambda), or round-robin over all three (``spread``)."""
+    s = server(
+        replicas=0,
+        concurrency=1,
+        service_time=_det(0.3),
+        balancer={"policy": "round_robin"},
+        scaling={"mode": "serverless", "max_replicas": 3, "keep_alive_s": 60, "cold_start_s": 0.2, "warm_routing": rule},
+    )
+    first = burst(f"{s.url}/v1/completions", 3)
+    assert [r["status"] for r in first] == [200] * 3
+    assert len({r["headers"].get("X-Servewise-Replica") for r in first}) == 3  # one instance each
+    seq = []
+    for _ in range(6):
+        (r,) = burst(f"{s.url}/v1/completions", 1)
+        assert r["status"] == 200
+        seq.append(r["headers"].get("X-Servewise-Replica"))
+    assert len(set(seq)) == (3 if spread else 1), seq
+    assert metric(requests.get(f"{s.url}/metrics", timeout=5).text, "servewise_cold_starts_total") == 3  # all warm
+
+
 def test_autoscaling_adds_replicas_under_load_and_drains_them_after(server):
     s = server(
         replicas=1,
@@ -347,3 +371,23 @@ def test_serve_refuses_a_deployment_it_cannot_run(tmp_path):
     assert r.returncode == 2 and "use --mode synthetic" in r.stderr and "Traceback" not in r.stderr
     r = _cli("serve", str(tmp_path / "missing.yaml"), "--port", "0", cwd=tmp_path)
     assert r.returncode == 2 and "missing.yaml" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("cpus", "fields", "threads", "expected"),
+    [
+        (2, {"replicas": 2}, None, 1),  # 2 replicas on 2 cores: one thread each, not the profile's 2
+        (8, {"replicas": 2}, None, 4),
+        (2, {"replicas": 3}, None, 1),  # never below 1
+        (16, {"replicas": 1, "scaling": {"mode": "autoscale", "min_replicas": 1, "max_replicas": 4, "target_in_flight": 2}}, None, 4),
+        (16, {"replicas": 0, "scaling": {"mode": "serverless", "max_replicas": 8, "keep_alive_s": 5}}, None, 2),
+        (2, {"replicas": 2}, 3, 3),  # --threads wins
+    ],
+)
+def test_serve_threads_default_to_what_fits_the_host(monkeypatch, tmp_path, cpus, fields, threads, expected):
+    from servewise.serving import ServeSettings, _plan
+
+    monkeypatch.setattr(_plan, "usable_cpus", lambda: cpus)
+    path = write_deployment(tmp_path / "deployment.yaml", service_time=_det(0.01), **fields)
+    plan = _plan.make_plan(load_deployment(path), path, ServeSettings(threads=threads))
+    assert {spec.threads for spec in plan.specs.values()} == {expected}

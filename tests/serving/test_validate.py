@@ -56,6 +56,15 @@ def test_validate_a_deployment_end_to_end(tmp_path):
     # synthetic replicas sleep the simulated service times: live and simulated medians agree closely
     assert abs(doc["metrics"]["latency_s.p50"]["relative_error"]) < 0.25
     assert doc["server"]["exit_code"] == 0  # drained and stopped
+    # each answer carried the replica's own times (X-Servewise-Timing): its service is the 0.05 s sleep,
+    # and what the client saw beyond queue + service is the overhead `servewise calibrate` fits
+    from servewise.results import read_requests
+
+    table = read_requests(out / "measured" / "requests.csv")
+    assert table["replica_service_s"].between(0.05, 0.08).all()
+    assert (table["batch_size"] == 1).all() and (table["replica_queue_s"] >= 0).all()
+    overhead = table["latency_s"] - table["replica_queue_s"] - table["replica_service_s"]
+    assert (overhead > 0).all() and overhead.median() < 0.05
 
 
 def test_validate_an_endpoint_against_expected_json(tmp_path):

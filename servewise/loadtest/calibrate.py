@@ -1,0 +1,152 @@
+"""``servewise calibrate``: measure a profiled variant through the live serving path.
+
+The profile times forward passes back to back; a served request also pays HTTP, JSON,
+the router→worker hop and the encoding of its answer, and its forward runs after idle
+gaps, padded, pooled and converted to lists. Calibration serves the variant for real
+(one replica, one request per slot, no batching: ``servewise serve`` on 127.0.0.1) and
+replays a trace window against it open loop with Locust — the same path ``validate``
+measures — at a light load (``util``, default 30 % of the replica), so requests arrive
+with the trace's idle gaps and now and then on top of each other. Each answer carries
+the replica's own queue and service seconds (``X-Servewise-Timing``), so per request:
+
+- overhead = client latency − replica queue − replica service (everything outside the
+  replica slot, as the load generator sees it);
+- scale = replica service / the profile's prediction for its shape.
+
+The variant's ``serving`` block records the overhead sample, the median scale and the
+spread (CV) of the scale, and which requests it was fitted on (their prompt lengths'
+fingerprint): ``validate`` refuses to judge a prediction on those same requests.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from servewise.errors import ConfigError, InvalidMeasurement
+from servewise.profile import Profile, ServingCalibration, Variant, load_profile, save_profile, tokens_fingerprint
+from servewise.trace import Trace
+
+__all__ = ["calibrate", "fit_calibration", "OVERHEAD_SAMPLES"]
+
+OVERHEAD_SAMPLES = 4000
+"""Most overhead samples kept in the profile (an even subsample beyond)."""
+
+
+def _predicted(variant: Variant, input_tokens: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """The profile's lone service time of each request (prompts clipped as the server clips them)."""
+    from servewise.service import generation_times
+
+    out = np.maximum(np.asarray(output_tokens, dtype=np.int64), 1)
+    inp = variant.served_prompt(np.asarray(input_tokens, dtype=np.int64), out)
+    if variant.model_kind == "decoder":
+        return generation_times(variant, inp, out)
+    return variant.batch_time(1, inp).astype(float)
+
+
+def fit_calibration(variant: Variant, table: Any, *, trace: Trace, threads: int) -> ServingCalibration:
+    """The ``serving`` block from a measured per-request table (``measured/requests.csv``).
+
+    Uses the completed requests that carry the replica's times; an error when there are
+    fewer than 20 of them.
+    """
+    t = table
+    ok = (t["status"] == "completed").to_numpy().copy()
+    for col in ("replica_queue_s", "replica_service_s"):
+        if col not in t.columns:
+            raise ConfigError(f"the measured table has no {col} column: the server sent no X-Servewise-Timing header")
+        ok &= np.isfinite(t[col].to_numpy(dtype=float))
+    n = int(ok.sum())
+    if n < 20:
+        raise ConfigError(f"calibration needs at least 20 completed requests with the replica's times, got {n}")
+    lat = t["latency_s"].to_numpy(dtype=float)[ok]
+    queue = t["replica_queue_s"].to_numpy(dtype=float)[ok]
+    service = t["replica_service_s"].to_numpy(dtype=float)[ok]
+    overhead = np.maximum(lat - queue - service, 0.0)
+    pred = _predicted(variant, t["input_tokens"].to_numpy()[ok], t["output_tokens"].to_numpy()[ok])
+    ratio = service / np.maximum(pred, 1e-9)
+    if len(overhead) > OVERHEAD_SAMPLES:
+        overhead = overhead[np.linspace(0, len(overhead) - 1, OVERHEAD_SAMPLES).astype(np.int64)]
+    return ServingCalibration(
+        overhead_samples_s=[float(x) for x in overhead],
+        service_scale=float(np.median(ratio)),
+        service_cv=float(np.std(ratio) / np.mean(ratio)),
+        requests=n,
+        trace_source=trace.source,
+        tokens_sha256=tokens_fingerprint(trace.input_tokens),
+        threads=threads,
+        created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def _time_scale(variant: Variant, trace: Trace, util: float) -> float:
+    """How much faster to replay ``trace`` so that it offers ``util`` of one replica."""
+    if trace.duration_s <= 0 or len(trace) < 2:
+        raise ConfigError(f"trace {trace.source}: calibration needs at least 2 requests over a time span")
+    mean_s = float(np.mean(_predicted(variant, trace.input_tokens, trace.output_tokens)))
+    rate = (len(trace) - 1) / trace.duration_s
+    return util / mean_s / rate
+
+
+def calibrate(
+    profile_path: Path,
+    variant_name: str,
+    trace: Trace,
+    *,
+    out_path: Path | None = None,
+    model: str | None = None,
+    util: float = 0.3,
+    threads: int = 1,
+    seed: int = 0,
+    work_dir: Path | None = None,
+    progress: Any = None,
+) -> ServingCalibration:
+    """Serve ``variant_name`` of the profile, replay ``trace`` at ``util``, fit, and write the
+    profile with the variant's ``serving`` block to ``out_path`` (default: the profile itself).
+
+    The file is replaced atomically only once the calibration succeeded.
+    """
+    from servewise.loadtest.validate import validate
+
+    if not (math.isfinite(util) and 0 < util < 1):
+        raise ConfigError(f"--util must be in (0, 1), got {util!r}")
+    prof: Profile = load_profile(profile_path)
+    variant = prof.variant(variant_name, model)
+    if variant.status != "measured":
+        raise ConfigError(f"variant {variant.label} is {variant.status}: calibrate a measured variant")
+    if variant.latency_model is None:
+        raise ConfigError(f"variant {variant.label} has no fitted latency model: profile more grid points first")
+    scale = _time_scale(variant, trace, util)
+    with tempfile.TemporaryDirectory(prefix="servewise-calibrate-", dir=work_dir) as tmp:
+        d = Path(tmp)
+        bare = d / "profile.json"  # the variant without an earlier calibration: re-calibrating starts afresh
+        save_profile(_with_serving(prof, variant, None), bare)
+        dep = d / "deployment.yaml"
+        dep.write_text(yaml.safe_dump({
+            "kind": "deployment", "schema_version": 1, "name": f"calibrate-{variant.name}", "replicas": 1,
+            "concurrency": 1, "model": {"profile": str(bare), "variant": variant.name,
+                                        **({"spec": model} if model else {})},
+        }, sort_keys=False))  # fmt: skip
+        run = validate(trace, d / "run", deployment_path=dep, time_scale=scale, seed=seed,
+                       serve_args=[f"--threads={threads}", "--mode=real"], progress=progress)  # fmt: skip
+        if not run.generator.valid:
+            raise InvalidMeasurement(f"the load generator fell behind during calibration ({'; '.join(run.generator.invalid_reasons)}); "
+                              "calibrate again with fewer programs running or a lower --util")  # fmt: skip
+        from servewise.results import read_requests
+
+        table = read_requests(d / "run" / "measured" / "requests.csv")
+    cal = fit_calibration(variant, table, trace=trace, threads=threads)
+    save_profile(_with_serving(prof, variant, cal), out_path or profile_path)
+    return cal
+
+
+def _with_serving(prof: Profile, variant: Variant, cal: ServingCalibration | None) -> Profile:
+    """``prof`` with ``variant``'s ``serving`` block set to ``cal`` (validated anew)."""
+    variants = [v.model_copy(update={"serving": cal}) if v is variant else v for v in prof.variants]
+    return Profile.model_validate(prof.model_copy(update={"variants": variants}).model_dump())

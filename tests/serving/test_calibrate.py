@@ -1,0 +1,122 @@
+"""``servewise calibrate``: the serving path's overhead and live service scale, fitted and charged.
+
+The fit is checked on a hand-built per-request table whose overheads and scales are
+known; the simulator's charge on a calibrated variant against the profile's own times
+plus the overhead; the live run against a real model served on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from servewise.config import load_deployment
+from servewise.errors import ConfigError
+from servewise.loadtest.calibrate import fit_calibration
+from servewise.profile import ServingCalibration, load_profile, tokens_fingerprint
+from servewise.simulator import simulate
+from servewise.trace import Trace
+
+A, B, T, Q = 0.01, 0.02, 5e-4, 2e-6  # batch_time(b, s) = A + B·b + T·b·s + Q·b·s²
+
+
+def lone(s: np.ndarray) -> np.ndarray:
+    return A + B + T * s + Q * s * s
+
+
+def _cal(**over: Any) -> ServingCalibration:
+    doc: dict[str, Any] = {
+        "overhead_samples_s": [0.004], "service_scale": 1.2, "service_cv": 0.0, "requests": 100,
+        "trace_source": "t", "tokens_sha256": "x", "threads": 1, "created_utc": "2026-01-01T00:00:00Z",
+    }  # fmt: skip
+    doc.update(over)
+    return ServingCalibration.model_validate(doc)
+
+
+def test_fit_recovers_the_overhead_and_the_live_scale(make_variant) -> None:
+    v = make_variant("fp32", linear=(A, [B, T, Q]))
+    rng = np.random.default_rng(0)
+    n = 400
+    inp = rng.integers(8, 128, n)
+    scale = 1.15 * rng.lognormal(0.0, 0.1, n)
+    service = lone(inp) * scale
+    queue = rng.exponential(0.002, n)
+    overhead = 0.003 + rng.exponential(0.001, n)
+    table = pd.DataFrame({
+        "status": ["completed"] * n, "latency_s": queue + service + overhead, "replica_queue_s": queue,
+        "replica_service_s": service, "input_tokens": inp, "output_tokens": np.zeros(n, dtype=int),
+    })  # fmt: skip
+    trace = Trace(arrival_s=np.arange(n, dtype=float), input_tokens=inp, output_tokens=np.zeros(n, dtype=np.int64))
+    cal = fit_calibration(v, table, trace=trace, threads=1)
+    assert cal.requests == n and cal.tokens_sha256 == tokens_fingerprint(inp)
+    assert np.allclose(sorted(cal.overhead_samples_s), np.sort(overhead))
+    assert cal.service_scale == pytest.approx(float(np.median(scale)))
+    assert cal.service_cv == pytest.approx(float(np.std(scale) / np.mean(scale)))
+    with pytest.raises(ConfigError, match="at least 20 completed requests"):
+        fit_calibration(v, table.head(10), trace=trace, threads=1)
+
+
+def test_a_calibrated_variant_is_charged_its_scale_and_overhead(tmp_path: Path, make_variant, write_profile) -> None:
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal()))
+    (tmp_path / "d.yaml").write_text("replicas: 1\nmodel: {profile: profile.json, variant: fp32}\n")
+    dep = load_deployment(tmp_path / "d.yaml")
+    inp = np.array([10, 50, 120])
+    res = simulate(dep, Trace(arrival_s=np.arange(3) * 10.0, input_tokens=inp, output_tokens=np.zeros(3, dtype=np.int64)), seed=0)
+    table = res.requests
+    assert table["latency_s"].tolist() == pytest.approx((1.2 * lone(inp) + 0.004).tolist(), rel=1e-9)
+    assert table["overhead_s"].tolist() == pytest.approx([0.004] * 3)
+    # the replica was busy for the service only: a request right behind another waits 1.2·S, not 1.2·S + overhead
+    back = simulate(dep, Trace(arrival_s=np.array([0.0, 0.0]), input_tokens=np.array([50, 50]),
+                               output_tokens=np.zeros(2, dtype=np.int64)), seed=0).requests  # fmt: skip
+    assert back["queue_s"].tolist() == pytest.approx([0.0, 1.2 * float(lone(np.array([50]))[0])])
+
+
+def test_validate_refuses_the_requests_a_variant_was_calibrated_on(tmp_path: Path, make_variant, write_profile) -> None:
+    from servewise.loadtest.validate import validate
+
+    inp = np.arange(1, 41, dtype=np.int64)
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(tokens_sha256=tokens_fingerprint(inp), trace_source="win-A")))
+    (tmp_path / "d.yaml").write_text("replicas: 1\nmodel: {profile: profile.json, variant: fp32}\n")
+    trace = Trace(arrival_s=np.arange(40) * 0.5, input_tokens=inp, output_tokens=np.zeros(40, dtype=np.int64))
+    with pytest.raises(ConfigError, match="calibrated on these very requests \\(win-A\\)"):
+        validate(trace, tmp_path / "v", deployment_path=tmp_path / "d.yaml", time_scale=3.0)
+
+
+@pytest.mark.slow
+@pytest.mark.exclusive  # serves a real model and times it
+@pytest.mark.xdist_group("serving")
+def test_calibrate_serves_minilm_live_and_records_the_serving_path(tmp_path: Path) -> None:
+    from servewise.trace import save_trace
+
+    prof = tmp_path / "p.json"
+    sw = [sys.executable, "-m", "servewise"]
+    r = subprocess.run([*sw, "profile", "--model", "builtin:minilm", "--variants", "fp32", "--threads", "1",
+                        "--batch-sizes", "1,4", "--seq-lens", "16,64,128", "--budget-s", "0.3", "--out", str(prof), "-q"],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(1)
+    n = 120
+    trace = Trace(arrival_s=np.cumsum(rng.exponential(1.0, n)), input_tokens=rng.integers(16, 128, n),
+                  output_tokens=np.zeros(n, dtype=np.int64))  # fmt: skip
+    save_trace(trace, tmp_path / "t.csv")
+    before = prof.read_bytes()
+    r = subprocess.run([*sw, "calibrate", "--profile", str(prof), "--variant", "fp32", "--trace", str(tmp_path / "t.csv"),
+                        "--util", "0.3"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "calibrated fp32 on" in r.stdout and prof.read_bytes() != before
+    cal = load_profile(prof).variant("fp32").serving
+    assert cal is not None and cal.requests >= 100 and cal.threads == 1
+    assert cal.tokens_sha256 == tokens_fingerprint(trace.input_tokens)
+    # HTTP, JSON and the router hop cost something, and far less than a forward pass here
+    o = np.asarray(cal.overhead_samples_s)
+    assert 0.0002 < float(np.median(o)) < 0.05
+    assert 0.5 < cal.service_scale < 3.0 and 0.0 <= cal.service_cv < 1.0
+    doc = json.loads(prof.read_text())
+    assert doc["variants"][0]["serving"]["service_scale"] == pytest.approx(cal.service_scale)
