@@ -73,6 +73,12 @@ class LoopSettings(BaseModel):
     """Intra-op threads per replica, in the profile and in the served replicas."""
     jobs: int | None = Field(default=None, ge=1)
     """Advisor workers (default: the CPUs)."""
+    calibrate: bool = True
+    """Calibrate every variant through the live serving path on the trace's first
+    ``calibration_share`` of requests; advise and validate on the rest."""
+    calibration_share: float = Field(default=0.25, gt=0, lt=1)
+    allow_unstable_profile: bool = False
+    """Advise even when the profile has points flagged unstable."""
 
 
 def demo_trace(*, rate_scale: float, max_input_tokens: int, max_requests: int | None = None) -> Trace:
@@ -120,26 +126,42 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
     _profile_step(settings, profile_path, progress)
     timings["profile_s"] = time.perf_counter() - t0
 
-    # 2. traffic and space, kept beside the results
+    # 2. calibrate the variants on the first part of the traffic; advise and validate on the rest
+    if settings.calibrate:
+        t0 = time.perf_counter()
+        fit, trace = _split(trace, settings.calibration_share)
+        _calibrate_step(settings, profile_path, space, fit, out, progress)
+        timings["calibrate_s"] = time.perf_counter() - t0
+
+    # 3. traffic and space, kept beside the results
     save_trace(trace, out / "trace.csv")
     space_path = out / "space.yaml"
-    if Path(space_src).resolve() != space_path.resolve():
+    if space.slo.p95_latency_s is None:  # the built-in space: its latency SLO from this machine's profile
+        space = _machine_slo(space, profile_path, trace, progress)
+        _write_space(space_src, space, space_path)
+    elif Path(space_src).resolve() != space_path.resolve():
         shutil.copyfile(space_src, space_path)
 
-    # 3. advise
+    # 4. advise
     t0 = time.perf_counter()
     _step(progress, f"advise: searching {space_path.name} on {len(trace)} requests ({trace.duration_s:.0f} s)")
-    plan = advisor.advise(space, trace, [profile_path], space_source=str(space_path), jobs=settings.jobs)
+    unstable = _unstable(profile_path, space)
+    own = settings.profile is None  # measured just now, by this run
+    for line in unstable:
+        _step(progress, f"profile: WARNING {line}" + (" (measured by this run: advising with it, see loop.json)" if own else ""))
+    plan = advisor.advise(space, trace, [profile_path], space_source=str(space_path), jobs=settings.jobs,
+                          allow_unstable=settings.allow_unstable_profile or own)  # fmt: skip
     plan_dir = out / "plan"
     advisor.write_outputs(plan, trace, plan_dir)
     timings["advise_s"] = time.perf_counter() - t0
     winner = plan.winner
     doc = _loop_document(settings, trace, winner, timings)
+    doc["profile_unstable"] = unstable
     report_inputs: list[Path] = [profile_path, plan_dir / "plan.json"]
     if winner is None:
         _step(progress, "advise: no candidate meets the SLOs; nothing to serve (see plan/plan.json: closest)")
     else:
-        # 4. serve the winner and validate it with Locust
+        # 5. serve the winner and validate it with Locust
         t0 = time.perf_counter()
         val_dir = out / "validation"
         doc["verdict"] = _validate_step(settings, trace, winner, plan_dir, val_dir, progress)
@@ -151,7 +173,7 @@ def run_loop(settings: LoopSettings, progress: Progress | None = None) -> dict[s
         )
         report_inputs += [val_dir / "predicted", val_dir / "measured", val_dir]
 
-    # 5. one report linking every stage
+    # 6. one report linking every stage
     t0 = time.perf_counter()
     reports.write_report(report_inputs, out / "report.html", title="servewise demo: profile → advise → serve → validate")
     timings["report_s"] = time.perf_counter() - t0
@@ -174,6 +196,87 @@ def _inputs(settings: LoopSettings) -> tuple[Trace, SearchSpace, Path]:
     if settings.profile is not None:
         load_profile(settings.profile)  # refuse a bad file before copying it
     return trace, space, Path(space_src)
+
+
+def _unstable(profile_path: Path, space: SearchSpace) -> list[str]:
+    """One line per variant of the space whose profile points are flagged unstable."""
+    from servewise.profile import load_profile
+
+    out = []
+    for v in load_profile(profile_path).variants:
+        why = v.instability() if v.name in space.variant else None
+        if why is not None:
+            out.append(f"{v.label}: {why}")
+    return out
+
+
+def _split(trace: Trace, share: float) -> tuple[Trace, Trace]:
+    """The first ``share`` of the requests (to fit on) and the rest, re-based to 0 (to judge on)."""
+    k = max(min(int(round(len(trace) * share)), len(trace) - 20), 20)
+    if len(trace) < 40:
+        raise ConfigError(f"the demo trace has {len(trace)} requests: calibrating needs at least 40 (20 to fit, 20 to judge)")
+    rest = trace.window(float(trace.arrival_s[k]), float("inf"))
+    return trace.head(k), rest
+
+
+CALIBRATION_REQUESTS = 400
+"""Most requests each variant's calibration replays (of the held-out first share)."""
+
+
+def _calibrate_step(
+    settings: LoopSettings, profile_path: Path, space: SearchSpace, fit: Trace, out: Path, progress: Progress | None
+) -> None:
+    """``servewise calibrate`` of each of the space's variants, written into ``profile_path``."""
+    from servewise.loadtest.calibrate import calibrate
+
+    fit = fit.head(CALIBRATION_REQUESTS)
+    for name in space.variant:
+        _step(progress, f"calibrate: serving {name} live on the first {len(fit)} requests")
+        cal = calibrate(profile_path, name, fit, threads=settings.threads, seed=settings.seed, work_dir=out)
+        o = np.asarray(cal.overhead_samples_s)
+        _step(progress, f"calibrate: {name}: overhead p50 {np.median(o) * 1e3:.1f} ms, live service "
+                        f"{cal.service_scale:.2f}x the profile (CV {cal.service_cv:.2f})")  # fmt: skip
+
+
+SLO_FACTOR = 4.0
+"""The built-in space's p95 limit: this many times the fastest variant's lone service time
+at the trace's 95th-percentile prompt (plus its serving overhead once calibrated)."""
+
+
+def _machine_slo(space: SearchSpace, profile_path: Path, trace: Trace, progress: Progress | None) -> SearchSpace:
+    """``space`` with ``slo.p95_latency_s`` set from this machine's measured profile, so a
+    feasible winner exists on a slow laptop and on a fast server alike."""
+    from servewise.profile import load_profile
+
+    prof = load_profile(profile_path)
+    p95_tokens = int(np.percentile(trace.input_tokens, 95))
+    lone: dict[str, float] = {}
+    for v in prof.variants:
+        if v.name in space.variant and v.status == "measured" and v.latency_model is not None:
+            t = float(v.batch_time(1, p95_tokens)[0]) * v.service_scale
+            if v.serving is not None:
+                t += float(np.percentile(v.serving.overhead_samples_s, 95))
+            lone[v.name] = t
+    if not lone:
+        raise ConfigError(f"{profile_path}: no measured variant of {', '.join(space.variant)} to set the latency SLO from")
+    fastest = min(lone, key=lone.__getitem__)
+    limit = float(np.ceil(SLO_FACTOR * lone[fastest] * 1e3) / 1e3)
+    _step(progress, f"advise: SLO p95 <= {limit * 1e3:.0f} ms ({SLO_FACTOR:g} x {fastest}'s "
+                    f"{lone[fastest] * 1e3:.1f} ms at a {p95_tokens}-token prompt, measured here)")  # fmt: skip
+    return space.model_copy(update={"slo": space.slo.model_copy(update={"p95_latency_s": limit})})
+
+
+def _write_space(source: Path, space: SearchSpace, path: Path) -> None:
+    """The built-in space file with the SLO this machine got, and a comment saying where it came from."""
+    import yaml
+
+    from servewise.io import atomic_write_text
+
+    doc = yaml.safe_load(Path(source).read_text())
+    doc["slo"] = {k: v for k, v in space.slo.model_dump().items() if v is not None}
+    head = (f"# servewise demo's search space; slo.p95_latency_s was set from this machine's profile "
+            f"({SLO_FACTOR:g} x the fastest variant's service time at the trace's p95 prompt).\n")  # fmt: skip
+    atomic_write_text(path, head + yaml.safe_dump(doc, sort_keys=False))
 
 
 def _profile_step(settings: LoopSettings, profile_path: Path, progress: Progress | None) -> None:
@@ -224,12 +327,12 @@ def _validate_step(
 
 
 def _profile(path: Path, *, threads: int, seed: int, progress: Progress | None) -> None:
-    """A short profile of the built-in encoder: 3 × 3 shapes, 0.3 s per point, 2 rounds."""
+    """A short profile of the built-in encoder: 3 × 3 shapes, 0.9 s per point over 3 rounds."""
     from servewise.profiler import Grid, ProfileSettings, TimingSettings, run_profile
 
     settings = ProfileSettings(
         grid=Grid(batch_sizes=(1, 4, 8), seq_lens=(16, 64, 128)),
-        timing=TimingSettings(budget_s=0.3, rounds=2),
+        timing=TimingSettings(budget_s=0.9, rounds=3),
         threads=threads,
         seed=seed,
     )

@@ -373,7 +373,10 @@ class Variant(_Art):
         if not bad:
             return None
         n = sum(p.status == "measured" for p in self.points)
-        first = "; ".join(f"{p.phase} b={p.batch_size} s={p.seq_len}: {p.instability or 'unstable'}" for p in bad[:shown])
+        first = "; ".join(
+            f"{p.phase} b={p.batch_size} s={p.seq_len}: {(p.instability or 'unstable').split('. Other load')[0]}"
+            for p in bad[:shown]
+        )
         more = f"; and {len(bad) - shown} more" if len(bad) > shown else ""
         return f"{len(bad)} of {n} points flagged unstable ({first}{more})"
 

@@ -39,10 +39,29 @@ def test_demo_trace_is_the_shipped_excerpt_as_an_embedding_workload() -> None:
 def test_the_built_in_space_loads_and_names_the_profiled_variants() -> None:
     space = load_space(demo_space_path())
     assert set(space.variant) == {"fp32", "bf16"}
-    assert space.slo is not None and space.slo.p95_latency_s is not None
+    # no latency limit in the file: the demo sets it from this machine's profile
+    assert space.slo is not None and space.slo.p95_latency_s is None and space.slo.max_rejection_ratio == 0.0
+
+
+def test_the_demo_slo_scales_with_the_machine(tmp_path: Path, make_variant, write_profile) -> None:
+    """The same space on a machine twice as slow gets twice the limit (and a calibrated
+    variant's serving overhead on top), so a feasible winner exists on both."""
+    from servewise.demo import SLO_FACTOR, _machine_slo
+
+    trace = demo_trace(rate_scale=8.0, max_input_tokens=128, max_requests=400)
+    space = load_space(demo_space_path())
+    limits = []
+    for k in (1.0, 2.0):
+        a, coef = 0.002 * k, [0.001 * k, 5e-5 * k, 1e-8 * k]
+        path = write_profile(make_variant("fp32", linear=(a, coef)), make_variant("bf16", linear=(2 * a, coef)), path=f"p{k}.json")
+        limits.append(_machine_slo(space, path, trace, None).slo.p95_latency_s)
+    assert limits[1] == pytest.approx(2 * limits[0], abs=2e-3)  # each rounded up to 1 ms
+    s95 = float(np.percentile(trace.input_tokens, 95))
+    assert limits[0] == pytest.approx(SLO_FACTOR * (0.002 + 0.001 + 5e-5 * s95 + 1e-8 * s95 * s95), abs=1e-3)
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive  # serves and times real models
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = subprocess.run(
@@ -65,11 +84,14 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     # the live replay: every request answered, the same requests the simulator predicted
     val = json.loads((out / "validation" / "validation.json").read_text())
     assert val["verdict"] in ("pass", "fail") and val["verdict"] == loop["verdict"]
-    predicted = json.loads((out / "validation" / "predicted" / "result.json").read_text())["summary"]
     measured = json.loads((out / "validation" / "measured" / "measured.json").read_text())["summary"]
-    assert predicted["requests"] == measured["requests"] == 600
-    assert measured["completed"] == 600
-    assert len(pd.read_csv(out / "validation" / "measured" / "requests.csv")) == 600
+    # calibrated on the first quarter, advised and validated on the other 450 requests
+    assert {v["name"]: v["serving"]["requests"] >= 100 for v in prof["variants"]} == {"fp32": True, "bf16": True}
+    assert isinstance(loop["profile_unstable"], list)  # warned about (its own profile), never hidden
+    assert predicted_n(out) == measured["requests"] == 450 and measured["completed"] == 450
+    assert len(pd.read_csv(out / "validation" / "measured" / "requests.csv")) == 450
+    assert "p95_latency_s" in (out / "space.yaml").read_text() and "this machine's profile" in (out / "space.yaml").read_text()
+    # (whether it passes is a fidelity measurement, reported by the README from a run alone on the machine)
     # one report that links every stage and says the verdict
     page = (out / "report.html").read_text()
     hrefs = set(re.findall(r'href="([^"#][^"]*)"', page))
@@ -78,3 +100,7 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert val["verdict"] in page.lower()
     assert "<script" not in page.lower()
     assert "validation" in r.stdout and loop["winner"]["label"] in r.stdout
+
+
+def predicted_n(out: Path) -> int:
+    return int(json.loads((out / "validation" / "predicted" / "result.json").read_text())["summary"]["requests"])

@@ -5,8 +5,9 @@ the router→worker hop and the encoding of its answer, and its forward runs aft
 gaps, padded, pooled and converted to lists. Calibration serves the variant for real
 (one replica, one request per slot, no batching: ``servewise serve`` on 127.0.0.1) and
 replays a trace window against it open loop with Locust — the same path ``validate``
-measures — at a light load (``util``, default 30 % of the replica), so requests arrive
-with the trace's idle gaps and now and then on top of each other. Each answer carries
+measures — with the window's request shapes at Poisson arrivals offering a light load
+(``util``, default 30 % of the replica), so there are idle gaps and now and then
+overlapping requests, but little queueing to mistake for overhead. Each answer carries
 the replica's own queue and service seconds (``X-Servewise-Timing``), so per request:
 
 - overhead = client latency − replica queue − replica service (everything outside the
@@ -85,13 +86,21 @@ def fit_calibration(variant: Variant, table: Any, *, trace: Trace, threads: int)
     )
 
 
-def _time_scale(variant: Variant, trace: Trace, util: float) -> float:
-    """How much faster to replay ``trace`` so that it offers ``util`` of one replica."""
-    if trace.duration_s <= 0 or len(trace) < 2:
-        raise ConfigError(f"trace {trace.source}: calibration needs at least 2 requests over a time span")
+def _paced(variant: Variant, trace: Trace, util: float, seed: int) -> Trace:
+    """The window's requests, in order, at Poisson arrivals offering ``util`` of one replica.
+
+    The trace's own gaps are bursty (the Azure code trace sends dozens in a second): at a
+    light average load they would still queue requests at the router and the worker's
+    event loop, and that waiting would be taken for per-request overhead. Poisson gaps at
+    a light load keep idle gaps and some overlap, but little queueing.
+    """
+    if len(trace) < 2:
+        raise ConfigError(f"trace {trace.source}: calibration needs at least 2 requests")
     mean_s = float(np.mean(_predicted(variant, trace.input_tokens, trace.output_tokens)))
-    rate = (len(trace) - 1) / trace.duration_s
-    return util / mean_s / rate
+    gaps = np.random.default_rng(seed).exponential(mean_s / util, len(trace))
+    gaps[0] = 0.0
+    return Trace(arrival_s=np.cumsum(gaps), input_tokens=trace.input_tokens, output_tokens=trace.output_tokens,
+                 source=f"{trace.source} (Poisson at {util:.0%} of one replica)")  # fmt: skip
 
 
 def calibrate(
@@ -122,7 +131,7 @@ def calibrate(
         raise ConfigError(f"variant {variant.label} is {variant.status}: calibrate a measured variant")
     if variant.latency_model is None:
         raise ConfigError(f"variant {variant.label} has no fitted latency model: profile more grid points first")
-    scale = _time_scale(variant, trace, util)
+    paced = _paced(variant, trace, util, seed)
     with tempfile.TemporaryDirectory(prefix="servewise-calibrate-", dir=work_dir) as tmp:
         d = Path(tmp)
         bare = d / "profile.json"  # the variant without an earlier calibration: re-calibrating starts afresh
@@ -133,7 +142,7 @@ def calibrate(
             "concurrency": 1, "model": {"profile": str(bare), "variant": variant.name,
                                         **({"spec": model} if model else {})},
         }, sort_keys=False))  # fmt: skip
-        run = validate(trace, d / "run", deployment_path=dep, time_scale=scale, seed=seed,
+        run = validate(paced, d / "run", deployment_path=dep, seed=seed,
                        serve_args=[f"--threads={threads}", "--mode=real"], progress=progress)  # fmt: skip
         if not run.generator.valid:
             raise InvalidMeasurement(f"the load generator fell behind during calibration ({'; '.join(run.generator.invalid_reasons)}); "

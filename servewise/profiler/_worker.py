@@ -187,6 +187,7 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
     variant = VARIANTS[job["variant"]]
     workdir = Path(job["workdir"])
     threads = int(job["threads"])
+    pinned = pin_cores(threads)
     cuda = variant.device == "cuda"
     if variant.backend.startswith("onnxruntime"):  # no torch in this process: honest memory
         from servewise.profiler._ort import build_ort_runner as build_runner
@@ -194,7 +195,7 @@ def _measure(job: dict[str, Any], ev: _Events) -> None:
         import torch
 
         from servewise.profiler._models import build_runner
-    ev.emit("start", pid=os.getpid(), base_mem_bytes=base)
+    ev.emit("start", pid=os.getpid(), base_mem_bytes=base, pinned_cpus=pinned)
 
     def peak() -> int:
         if cuda:
@@ -339,6 +340,23 @@ def _measure_point(
         "stable": stable,
         "instability": why,
     }
+
+
+def pin_cores(threads: int) -> list[int] | None:
+    """Pin this worker to ``threads`` CPUs (the last of those it may use) when that leaves
+    some free: the timed thread stops migrating between cores and sharing one with the
+    parent. None where the OS has no affinity call or every CPU is needed."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads >= len(cpus):
+            return None
+        chosen = cpus[-threads:]
+        os.sched_setaffinity(0, chosen)
+        return chosen
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
