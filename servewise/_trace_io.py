@@ -1,8 +1,11 @@
 """Reading and writing trace files (private; see servewise.trace).
 
-Parsing is vectorised (pandas) and every row keeps its 1-based physical line number, so
-the first malformed row can be reported precisely as ``file:line: what was expected,
-what was got``.
+Parsing is vectorised and every row keeps its 1-based physical line number, so the first
+malformed row can be reported precisely as ``file:line: what was expected, what was got``.
+A plain CSV (no quotes, no blank or ragged lines, at least two distinct named columns) is
+read by Arrow's parser, its cells kept as Arrow strings and numeric columns converted by
+Arrow in one pass; anything else takes pandas' parser, then the ``csv`` module's. Both
+paths give the same trace and the same errors.
 """
 
 from __future__ import annotations
@@ -97,13 +100,18 @@ class _Table:
     header_line: int
     lines: np.ndarray  # int64, one per data row
     row_errors: dict[int, str]  # structural problems: row index -> "expected ..., got ..."
-    _cells: dict[str, np.ndarray] | None = None  # CSV: column -> str cells
+    _cells: dict[str, np.ndarray | _ArrowCells] | None = None  # CSV: column -> str cells
     _records: list[dict[str, Any] | None] | None = None  # JSONL: one dict per row
 
     def __len__(self) -> int:
         return int(self.lines.shape[0])
 
-    def column(self, col: str) -> np.ndarray | None:
+    @property
+    def from_arrow(self) -> bool:
+        """Whether Arrow's parser read the file (its cells are Arrow strings)."""
+        return self._cells is not None and any(isinstance(c, _ArrowCells) for c in self._cells.values())
+
+    def column(self, col: str) -> np.ndarray | _ArrowCells | None:
         """Object array of the column's cells (None = missing), or None if absent."""
         if self._cells is not None:
             return self._cells.get(col)
@@ -112,6 +120,36 @@ class _Table:
             return None
         n = len(records)
         return np.fromiter((None if r is None else r.get(col) for r in records), dtype=object, count=n)
+
+
+class _ArrowCells:
+    """One CSV column's cells as an Arrow string array (the fast path): numbers converted
+    by Arrow when every cell is one, strings made only where needed (labels, messages)."""
+
+    def __init__(self, cells: Any) -> None:
+        self._cells = cells  # pyarrow.ChunkedArray of strings
+        self.size = len(cells)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> str:
+        return str(self._cells[i].as_py())
+
+    def numbers(self) -> np.ndarray | None:
+        """float64 values when Arrow reads every cell as a number (else None: the caller
+        converts the cells one way for every file). Arrow's parse is correctly rounded,
+        as ``float()`` is, and accepts no cell that ``float()`` refuses."""
+        import pyarrow as pa
+
+        try:
+            return np.asarray(self._cells.cast(pa.float64()).to_numpy(), dtype=np.float64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+
+    def to_numpy(self) -> np.ndarray:
+        """The cells as an object array of ``str``."""
+        return np.asarray(self._cells.to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _read_bytes(path: Path, name: str) -> bytes:
@@ -154,10 +192,15 @@ def _utf8(data: bytes, name: str) -> str:
 
 
 def _read_csv(data: bytes, name: str) -> _Table:
-    _utf8(data, name)
+    if not data.isascii():  # ASCII is UTF-8: no need to decode a copy to check it
+        _utf8(data, name)
     if not data.strip():
         raise TraceError(f"{name}:1: expected a CSV header line, got an empty file")
-    if b'"' not in data:  # no quoting: one row per physical line, so pandas is exact
+    if b'"' not in data:  # no quoting: one row per physical line
+        fast = _read_csv_arrow(data)
+        if fast is not None:
+            return fast
+        # pandas is exact here too (blank lines found below), though slower
         try:
             df = pd.read_csv(
                 io.BytesIO(data),
@@ -185,7 +228,9 @@ def _read_csv(data: bytes, name: str) -> _Table:
                 for i in np.flatnonzero(maybe).tolist():
                     blank[i] = not body[i].strip()
                 keep = np.flatnonzero(~blank)
-                cells = {str(c): df[c].to_numpy(dtype=object)[keep] for c in df.columns}
+                cells: dict[str, np.ndarray | _ArrowCells] = {
+                    str(c): df[c].to_numpy(dtype=object)[keep] for c in df.columns
+                }
                 return _Table(
                     container="csv",
                     header=tuple(str(c) for c in df.columns),
@@ -195,6 +240,50 @@ def _read_csv(data: bytes, name: str) -> _Table:
                     _cells=cells,
                 )
     return _read_csv_exact(data, name)
+
+
+def _read_csv_arrow(data: bytes) -> _Table | None:
+    """Arrow's parser on a plain CSV, or None where its reading could differ from pandas':
+    a blank, whitespace-only or ragged line, an empty or repeated column name (pandas
+    renames those), a single column (where a whitespace-only line is blank to pandas)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    end = data.find(b"\n")
+    first = data if end < 0 else data[:end]
+    header = first.removesuffix(b"\r").decode("utf-8").split(",")
+    if len(header) < 2 or len(set(header)) != len(header) or not all(h.strip() for h in header):
+        return None
+    try:
+        table = pcsv.read_csv(
+            pa.BufferReader(data),  # type: ignore[arg-type]  # the stubs miss Arrow's own streams
+            parse_options=pcsv.ParseOptions(newlines_in_values=False, quote_char=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types={h: pa.string() for h in header}, strings_can_be_null=False, null_values=[]
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a ragged line (a blank one in a wide file)
+        return None
+    body = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    if table.num_rows != body or table.column_names != header:
+        return None  # Arrow skipped a blank line: line numbers would shift
+    n = table.num_rows
+    return _Table(
+        container="csv",
+        header=tuple(header),
+        header_line=1,
+        lines=np.arange(2, n + 2, dtype=np.int64),
+        row_errors={},
+        _cells={h: _ArrowCells(table.column(h)) for h in header},
+    )
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's allocator cached for the parse back to the system (the
+    simulation that follows allocates through numpy, which could not reuse it)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _read_csv_exact(data: bytes, name: str) -> _Table:
@@ -227,7 +316,7 @@ def _read_csv_exact(data: bytes, name: str) -> _Table:
     if header is None:
         raise TraceError(f"{name}:1: expected a CSV header line, got an empty file")
     n = len(rows)
-    cells: dict[str, np.ndarray] = {}
+    cells: dict[str, np.ndarray | _ArrowCells] = {}
     for j, col in enumerate(header):
         cells[col] = np.fromiter((r[j] for r in rows), dtype=object, count=n)
     return _Table(
@@ -328,7 +417,7 @@ def _one_datetime(v: Any) -> Any:
         return pd.NaT
 
 
-def _arrival_kind(field: _Field, raw: np.ndarray) -> _Field:
+def _arrival_kind(field: _Field, raw: np.ndarray | _ArrowCells) -> _Field:
     """A generic arrival column holds seconds, or date-times when its first cell is one
     (then arrivals are seconds since the first row, as for Azure)."""
     first = raw[0] if raw.size else None
@@ -354,16 +443,20 @@ def _blocks(raw: np.ndarray, container: str) -> tuple[list[tuple[int, ...]], np.
     return out, bad
 
 
-def _convert(field: _Field, raw: np.ndarray, container: str) -> tuple[Any, np.ndarray]:
+def _convert(field: _Field, cells: np.ndarray | _ArrowCells, container: str) -> tuple[Any, np.ndarray]:
     """(values, bad-row mask) of one column."""
     kind = field.kind
-    if kind in ("seconds", "millis", "count"):
+    numeric = kind in ("seconds", "millis", "count")
+    if isinstance(cells, _ArrowCells):
+        numbers = cells.numbers() if numeric else None
+        if numbers is not None:
+            return numbers, _bad_numbers(numbers, kind)
+        raw = cells.to_numpy()
+    else:
+        raw = cells
+    if numeric:
         v = _numeric(raw, container)
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(v) | (v < 0)
-            if kind == "count":
-                bad |= v != np.floor(v)
-        return v, bad
+        return v, _bad_numbers(v, kind)
     if kind == "datetime":
         ns = _datetime_ns(raw)
         return ns, ns == np.iinfo(np.int64).min
@@ -379,6 +472,15 @@ def _convert(field: _Field, raw: np.ndarray, container: str) -> tuple[Any, np.nd
     if kind == "blocks":
         return _blocks(raw, container)
     raise AssertionError(kind)
+
+
+def _bad_numbers(v: np.ndarray, kind: str) -> np.ndarray:
+    """Rows that are not a finite number >= 0 (an integer, for counts)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(v) | (v < 0)
+        if kind == "count":
+            bad |= v != np.floor(v)
+    return bad
 
 
 def _shown(v: Any) -> str:
@@ -457,7 +559,7 @@ class _Columns:
     """The file's columns, each by its field name: raw cells, converted values, bad-row masks."""
 
     fields: list[_Field]  # the fields the file has, in reading order (generic arrivals resolved)
-    raw: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray | _ArrowCells]
     values: dict[str, Any]
     bad: dict[str, np.ndarray]
 
@@ -468,7 +570,7 @@ class _Columns:
 
 def _read_columns(table: _Table, fields: list[_Field], fmt: str, name: str) -> _Columns:
     """Convert every field the file has; a required column that is absent raises."""
-    raws: dict[str, np.ndarray] = {}
+    raws: dict[str, np.ndarray | _ArrowCells] = {}
     for f in fields:
         raw = table.column(f.column)
         if raw is None:
@@ -622,6 +724,9 @@ def load_trace(
         fields["block_tokens"] = block_tokens
     elif fmt == "mooncake" and "prefix_blocks" in cols.values:
         fields["block_tokens"] = _MOONCAKE_BLOCK_TOKENS
+    if table.from_arrow:
+        del table, cols  # the parse's buffers: free them, then hand them back
+        _release_arrow_memory()
     return Trace(**fields)
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "atomic_write_bytes",
+    "atomic_write_binary",
     "write_json",
     "read_text",
     "read_json",
@@ -43,6 +44,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
 
     _atomic(path, write)
+
+
+def atomic_write_binary(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on a binary temp file beside ``path`` and rename it over ``path``.
+
+    For writers that stream (a CSV or Parquet writer): the data never has to be held
+    whole in memory, and a failure midway leaves the old file (or none).
+    """
+
+    def write_fd(fd: int) -> None:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(path, write_fd)
 
 
 def _with_text(fd: int, write: Callable[[IO[str]], None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -80,6 +81,35 @@ def test_simulate_same_seed_byte_identical(tmp_path: Path, deployment: Path) -> 
         outs.append(o)
     for name in ("result.json", "requests.csv"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+
+
+def test_simulate_writes_parquet_on_request(tmp_path: Path, deployment: Path) -> None:
+    from servewise.results import load_artifact, read_requests
+
+    t = tmp_path / "p.csv"
+    assert runner.invoke(app, ["trace", "generate", "poisson", "--rate-rps", "3", "--duration-s", "200", "--out", str(t)]).exit_code == 0
+    base = ["simulate", "-d", str(deployment), "-t", str(t), "--seed", "5"]
+    r = runner.invoke(app, [*base, "-o", str(tmp_path / "csv"), "-q"])
+    assert r.exit_code == 0, r.output
+    o = tmp_path / "pq"
+    r = runner.invoke(app, [*base, "-o", str(o), "--requests-format", "parquet"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in o.iterdir()) == ["requests.parquet", "result.json"]
+    assert "requests.parquet" in "".join(r.output.split())  # the console wraps long paths
+    assert (o / "result.json").read_bytes() == (tmp_path / "csv" / "result.json").read_bytes()
+    expected = read_requests(tmp_path / "csv" / "requests.csv")
+    pd.testing.assert_frame_equal(load_artifact(o, "sim_result").requests, expected, check_exact=True)
+    # CSV again into the same folder: the Parquet table goes, readers see this run's table
+    r = runner.invoke(app, [*base, "-o", str(o), "-q"])
+    assert r.exit_code == 0 and sorted(p.name for p in o.iterdir()) == ["requests.csv", "result.json"]
+
+
+def test_simulate_refuses_an_unknown_requests_format(tmp_path: Path, deployment: Path, trace: Path) -> None:
+    r = runner.invoke(app, ["simulate", "-d", str(deployment), "-t", str(trace), "-o", str(tmp_path / "o"),
+                            "--requests-format", "xlsx"])  # fmt: skip
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: --requests-format expects one of csv, parquet, got 'xlsx'"
+    assert not (tmp_path / "o").exists()  # refused before simulating
 
 
 @pytest.mark.parametrize(

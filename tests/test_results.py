@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,10 +28,13 @@ from servewise.results import (
     SimResult,
     Summary,
     Validation,
+    _tables,
     check_slo,
     load_artifact,
     read_requests,
+    requests_path,
     slo_margin,
+    write_requests,
 )
 
 _P = {"mean": 0.1, "p50": 0.09, "p90": 0.15, "p95": 0.2, "p99": 0.3, "max": 0.5}
@@ -261,6 +265,156 @@ def test_a_sim_result_reads_its_requests_beside_it(tmp_path: Path) -> None:
     assert res.to_frame()["latency_s"].tolist() == [0.1]
     with pytest.raises(ArtifactError, match="no per-request table"):
         _ = SimResult.model_validate(sim_doc()).requests
+
+
+# -- writing the per-request table ------------------------------------------------------
+
+
+def awkward_table(n: int = 23) -> pd.DataFrame:
+    """Every kind of cell the simulator writes, and the floats whose spelling is tricky."""
+    floats = [0.0, -0.0, 2.0, -3.0, 0.1 + 0.2, 1e-7, 1e-5, 1e15, 1e16, 1e22, 5e-324, 1.7976931348623157e308,
+              123456789.123, math.nan, 0.5, 1 / 3, 9007199254740993.0, 1e-300, 4.0, 12345678901234.0, 7e-5,
+              math.nan, 1.0]  # fmt: skip
+    rng = np.random.default_rng(4)
+    replica = pd.array([i % 4 if i % 5 else None for i in range(n)], dtype="Int64")
+    return pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "arrival_s": np.cumsum(rng.exponential(0.1, n)),
+            "status": np.asarray(["completed", "rejected", "cache_hit", "failed"], dtype=object)[np.arange(n) % 4],
+            "reason": np.asarray(["", "queue_full", "", "window"], dtype=object)[np.arange(n) % 4],
+            "pool": np.asarray(["gpu", "", "cpu"], dtype=object)[np.arange(n) % 3],
+            "replica": replica,
+            "latency_s": np.asarray(floats[:n]),
+            "queue_s": np.where(np.arange(n) % 2, 0.0, rng.exponential(0.01, n)),
+            "cold_start_s": np.zeros(n),
+            "end_s": np.full(n, math.nan),
+            "retries": np.arange(n) % 3,
+            "input_tokens": np.full(n, 512, dtype=np.int32),
+            "traffic_class": np.asarray(["default", "batch"], dtype=object)[np.arange(n) % 2],
+            "warmup": np.arange(n) < 3,
+        }
+    )
+
+
+@pytest.fixture(params=[1 << 16, 4], ids=["one-block", "blocks-of-4"])
+def block_rows(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(_tables, "_BLOCK_ROWS", request.param)
+    return int(request.param)
+
+
+def test_the_fast_csv_reads_back_as_the_pandas_one(tmp_path: Path, block_rows: int) -> None:
+    table = awkward_table()
+    slow, fast = tmp_path / "pandas.csv", tmp_path / "arrow.csv"
+    table.to_csv(slow, index=False, lineterminator="\n")
+    assert write_requests(table, fast) == fast
+    # the same frame, every float exact (dtypes too: whole floats keep their ".0")
+    pd.testing.assert_frame_equal(pd.read_csv(fast), pd.read_csv(slow), check_exact=True)
+    pd.testing.assert_frame_equal(read_requests(fast), read_requests(slow), check_exact=True)
+    text = fast.read_text()
+    assert text.splitlines()[0] == slow.read_text().splitlines()[0]  # the header as pandas writes it
+    assert text.splitlines()[1].endswith(",True") and text.splitlines()[-1].endswith(",False")  # as pandas spells them
+    assert len(text.splitlines()) == len(table) + 1
+
+
+def test_a_cell_with_a_comma_or_quote_is_quoted(tmp_path: Path, block_rows: int) -> None:
+    table = awkward_table()
+    classes = np.asarray(["a,b", 'say "hi"', "line\nbreak", "plain"], dtype=object)
+    table["traffic_class"] = classes[np.arange(len(table)) % 4]
+    slow, fast = tmp_path / "pandas.csv", tmp_path / "arrow.csv"
+    table.to_csv(slow, index=False, lineterminator="\n")
+    write_requests(table, fast)
+    pd.testing.assert_frame_equal(read_requests(fast), read_requests(slow), check_exact=True)
+
+
+def test_a_real_simulation_table_reads_back_as_pandas_wrote_it(tmp_path: Path) -> None:
+    from servewise.config import parse_deployment
+    from servewise.simulator import simulate
+    from servewise.trace import poisson
+
+    dep = parse_deployment({"name": "d", "replicas": 3, "service_time": {"distribution": "exponential", "mean_s": 0.2},
+                            "queue": {"capacity": 2}, "balancer": {"policy": "p2c"}})  # fmt: skip
+    res = simulate(dep, poisson(rate_rps=14.0, n_requests=3000, seed=2), seed=5, warmup_s=10.0)
+    table = res.requests
+    assert (table["status"] == "rejected").any() and table["warmup"].any()
+    slow = tmp_path / "pandas.csv"
+    table.to_csv(slow, index=False, lineterminator="\n")
+    res.write(tmp_path / "csv")
+    res.write(tmp_path / "parquet", requests_format="parquet")
+    expected = read_requests(slow)
+    pd.testing.assert_frame_equal(read_requests(tmp_path / "csv" / "requests.csv"), expected, check_exact=True)
+    pd.testing.assert_frame_equal(read_requests(tmp_path / "parquet" / "requests.parquet"), expected, check_exact=True)
+    assert load_artifact(tmp_path / "parquet", "sim_result").requests["latency_s"].equals(expected["latency_s"])
+
+
+def test_parquet_reads_back_as_the_csv_does(tmp_path: Path, block_rows: int) -> None:
+    table = awkward_table()
+    write_requests(table, tmp_path / "requests.csv")
+    write_requests(table, tmp_path / "requests.parquet")
+    pd.testing.assert_frame_equal(
+        read_requests(tmp_path / "requests.parquet"), read_requests(tmp_path / "requests.csv"), check_exact=True
+    )
+
+
+def test_a_sim_result_writes_one_format_and_finds_it(tmp_path: Path) -> None:
+    res = SimResult.model_validate(sim_doc()).with_requests(awkward_table())
+    json_path, table_path = res.write(tmp_path, requests_format="parquet")
+    assert table_path == tmp_path / "requests.parquet" and not (tmp_path / "requests.csv").exists()
+    assert requests_path(tmp_path) == table_path
+    assert load_artifact(json_path, "sim_result").requests["id"].tolist() == list(range(23))
+    # writing CSV over it removes the Parquet table, so no reader sees the older run's
+    _, table_path = res.write(tmp_path)
+    assert table_path == tmp_path / "requests.csv" and not (tmp_path / "requests.parquet").exists()
+    assert requests_path(tmp_path) == table_path
+    with pytest.raises(ArtifactError, match="unknown per-request table format 'xml'"):
+        res.write(tmp_path, requests_format="xml")
+
+
+@pytest.mark.parametrize("name", ["requests.csv", "requests.parquet"])
+def test_a_failed_write_leaves_the_good_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setattr(_tables, "_BLOCK_ROWS", 4)
+    path = tmp_path / name
+    write_requests(awkward_table(), path)
+    good = path.read_bytes()
+    calls = {"n": 0}
+    real = _tables._array
+
+    def fail_midway(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] > 20:  # a few blocks are written first
+            raise MemoryError("simulated failure")
+        return real(*args)
+
+    monkeypatch.setattr(_tables, "_array", fail_midway)
+    with pytest.raises(MemoryError):
+        write_requests(awkward_table(), path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp file left
+
+
+@pytest.mark.parametrize("name", ["requests.parquet", "requests.csv"])
+def test_a_bad_table_file_is_one_line_naming_it(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"PAR1\x00\x01garbage" if name.endswith(".parquet") else b'id,status,latency_s\n0,"completed\n')
+    with pytest.raises(ArtifactError) as err:
+        read_requests(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: cannot read the per-request table") and "\n" not in message
+    with pytest.raises(ArtifactError, match="no such per-request table"):
+        read_requests(tmp_path / "missing.parquet")
+    (tmp_path / "folder.parquet").mkdir()
+    with pytest.raises(ArtifactError, match="expected a per-request table, got a folder"):
+        read_requests(tmp_path / "folder.parquet")
+
+
+def test_a_parquet_table_is_checked_as_a_csv_one(tmp_path: Path) -> None:
+    path = tmp_path / "requests.parquet"
+    write_requests(pd.DataFrame({"id": [0, 1], "status": ["completed", "done"], "latency_s": [0.1, 0.2]}), path)
+    with pytest.raises(ArtifactError, match=r"column 'status': expected one of completed.*got 'done' \(row 2\)"):
+        read_requests(path)
+    write_requests(pd.DataFrame({"id": [0], "status": ["completed"]}), path)
+    with pytest.raises(ArtifactError, match="missing column 'latency_s'"):
+        read_requests(path)
 
 
 def test_the_gate_result_reads_back_and_gives_one_row_per_check(tmp_path: Path) -> None:

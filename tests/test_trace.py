@@ -425,6 +425,116 @@ def test_auto_detects_by_content_without_extension(tmp_path):
     assert load_trace(c).input_tokens.tolist() == [2]
 
 
+# ------------------------------------------------------------------ the two CSV parsers
+
+
+def load_outcome(path: Path, monkeypatch: pytest.MonkeyPatch, *, arrow: bool, **kw) -> tuple:
+    """What ``load_trace`` gives with Arrow's parser allowed or not: the columns, or the message."""
+    from servewise import _trace_io
+
+    with monkeypatch.context() as m:
+        if not arrow:
+            m.setattr(_trace_io, "_read_csv_arrow", lambda data: None)
+        try:
+            tr = load_trace(path, **kw)
+        except TraceError as err:
+            return ("error", str(err))
+    return (
+        "trace",
+        tr.arrival_s.tolist(),
+        tr.input_tokens.tolist(),
+        tr.output_tokens.tolist(),
+        None if tr.key is None else (tr.key.tolist(), tr.key_labels),
+        tr.traffic_class.tolist(),
+        tr.class_names,
+        tr.prefix_blocks,
+        tr.skipped_rows,
+        tr.content_hash(),
+    )
+
+
+def uses_arrow(text: str) -> bool:
+    from servewise import _trace_io
+
+    return _trace_io._read_csv(text.encode(), "t.csv").from_arrow
+
+
+@pytest.mark.parametrize("case", sorted(c for c, v in BAD_CASES.items() if v[0].endswith(".csv")))
+@pytest.mark.parametrize("skip", [False, True])
+def test_both_csv_parsers_give_the_same_errors(tmp_path, monkeypatch, case, skip):
+    name, content, _, _ = BAD_CASES[case]
+    p = write(tmp_path, name, content)
+    fast = load_outcome(p, monkeypatch, arrow=True, skip_bad_rows=skip)
+    assert fast == load_outcome(p, monkeypatch, arrow=False, skip_bad_rows=skip)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        default_trace_path(),
+        DATA / "burstgpt_sample.csv",
+        pytest.param("azure_llm_2023_code_first30min.csv", id="azure-code"),
+        pytest.param("labels", id="keys-classes-blocks"),
+    ],
+)
+def test_both_csv_parsers_read_the_same_trace(tmp_path, monkeypatch, path):
+    if path == "labels":  # saved with keys, classes and prefix blocks, none needing quotes
+        path = tmp_path / "labels.csv"
+        keys = np.array([0, 1, 0, 2, 1])
+        blocks = ((1, 2), (), (1, 2, 3), (7,), (2**40,))
+        tr = trace([0.0, 0.1, 0.1 + 0.2, 1 / 3, 7.25], key=keys, key_labels=("k1", "k 2", "12"),
+                   traffic_class=np.array([0, 1, 1, 0, 0]), class_names=("chat", "batch"), prefix_blocks=blocks)  # fmt: skip
+        save_trace(tr, path)
+        assert uses_arrow(path.read_text())
+    elif isinstance(path, str):
+        path = real(path)
+    fast = load_outcome(path, monkeypatch, arrow=True)
+    assert fast[0] == "trace" and fast == load_outcome(path, monkeypatch, arrow=False)
+
+
+def test_arrow_reads_plain_csv_and_leaves_the_rest_to_pandas():
+    assert uses_arrow(GEN + "0,1,1\n0.5,2,2\n")
+    assert uses_arrow(GEN + "0,1,1\n0.5,2,2")  # no final newline
+    assert uses_arrow(AZ + "2023-11-16 18:15:46.6805900,374,44\n")
+    assert uses_arrow((GEN + "0,1,1\n").replace("\n", "\r\n"))
+    assert uses_arrow(GEN + "0,x,1\n")  # a bad cell is found later, the same way
+    assert not uses_arrow(GEN + "0,1,1\n\n1,1,1\n")  # a blank line: line numbers must not shift
+    assert not uses_arrow(GEN + "0,1,1\n   \n1,1,1\n")
+    assert not uses_arrow(GEN + "0,1,1\n1,1\n")  # ragged
+    assert not uses_arrow(GEN + "0,1,1\n\n")  # a trailing blank line
+    assert not uses_arrow("arrival_s\n0\n  \n1\n")  # one column: a blank line reads as a row
+    assert not uses_arrow("arrival_s,arrival_s\n0,1\n")  # pandas renames a repeated name
+    assert not uses_arrow("arrival_s,\n0,1\n")  # and names an unnamed column
+    assert not uses_arrow("\n" + GEN + "0,1,1\n")  # the header is not on line 1
+
+
+CELLS = ["0", "1", "1.5", "2.0", " 3", "4 ", "1_000", "1e3", "nan", "inf", "-1", "", "x", "nan(0)", "\uff11", "+2",
+         "0x1", "1e400", "3.7", "12"]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(CELLS), st.sampled_from(CELLS), st.sampled_from(CELLS)).map(",".join),
+            st.sampled_from(["", "  ", "1,1", "1,1,1,1"]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    key=st.booleans(),
+    skip=st.booleans(),
+    crlf=st.booleans(),
+)
+def test_both_csv_parsers_agree_on_any_cells(tmp_path, monkeypatch, rows, key, skip, crlf):
+    header = "arrival_s,input_tokens,key" if key else "arrival_s,input_tokens,output_tokens"
+    text = "\n".join([header, *rows]) + "\n"
+    p = write(tmp_path, "cells.csv", text.replace("\n", "\r\n") if crlf else text)
+    assert load_outcome(p, monkeypatch, arrow=True, skip_bad_rows=skip) == load_outcome(
+        p, monkeypatch, arrow=False, skip_bad_rows=skip
+    )
+
+
 # ------------------------------------------------------------------ save / round trip
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from servewise.cli._common import (
     EXIT_VIOLATION,
+    CLIError,
     ColumnMapOpt,
     FormatOpt,
     SkipBadOpt,
@@ -38,15 +39,19 @@ def _simulate(
     quiet: bool,
     title: str,
     trace_kwargs: dict[str, Any],
+    requests_format: str = "csv",
 ) -> SimResult:
     from servewise.config import load_deployment
+    from servewise.results import REQUEST_FORMATS
     from servewise.simulator import simulate as run_sim
 
+    if requests_format not in REQUEST_FORMATS:
+        raise CLIError(f"--requests-format expects one of {', '.join(REQUEST_FORMATS)}, got {requests_format!r}")
     dep = load_deployment(deployment)
     tr = _load_trace(trace, **trace_kwargs, seed=seed)
     with _progress(not quiet, "simulating") as progress:
         result = run_sim(dep, tr, seed=seed, warmup_s=warmup_s, progress=progress)
-    json_path, csv_path = result.write(out_dir)
+    json_path, table_path = result.write(out_dir, requests_format)
     if not quiet:
         _print_summary(result.summary, title)
         slo = result.slo
@@ -55,7 +60,7 @@ def _simulate(
             out.print(
                 f"SLO {verdict}: " + ", ".join(f"{k} {'ok' if c.passed else 'FAIL'}" for k, c in slo.checks.items())
             )
-        out.print(f"wrote {json_path} and {csv_path}", markup=False)
+        out.print(f"wrote {json_path} and {table_path}", markup=False)
     return result
 
 
@@ -80,9 +85,16 @@ def simulate(
         int | None, typer.Option("--zipf-keys", help="Draw request keys from N keys (for the cache).")
     ] = None,
     zipf_alpha: Annotated[float | None, typer.Option("--zipf-alpha", help="Zipf exponent of key popularity.")] = None,
+    requests_format: Annotated[
+        str,
+        typer.Option(
+            "--requests-format",
+            help="The per-request table: csv (requests.csv) or parquet (requests.parquet: smaller, faster to read).",
+        ),
+    ] = "csv",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Simulate a deployment serving a trace; write DIR/result.json and DIR/requests.csv."""
+    """Simulate a deployment serving a trace; write DIR/result.json and DIR/requests.csv (or .parquet)."""
     with _errors():
         _simulate(
             deployment,
@@ -92,6 +104,7 @@ def simulate(
             warmup_s=warmup_s,
             quiet=quiet,
             title=f"simulation of {deployment.name}",
+            requests_format=requests_format,
             trace_kwargs=dict(
                 fmt=fmt,
                 column_map=column_map,
@@ -119,10 +132,17 @@ def demo(
     simulate_only: Annotated[
         bool, typer.Option("--simulate-only", help="Only simulate the built-in deployment (no torch, seconds).")
     ] = False,
+    calibrate: Annotated[
+        bool, typer.Option("--calibrate/--no-calibrate", help="Calibrate the variants live on the trace's first quarter.")
+    ] = True,
+    allow_unstable_profile: Annotated[
+        bool, typer.Option("--allow-unstable-profile", help="Advise even when profile points are flagged unstable.")
+    ] = False,
 ) -> None:
     """Run the whole loop on the built-in defaults (no GPU, no network).
 
-    Profiles all-MiniLM-L6-v2 (fp32, bf16) on this machine, advises over the built-in
+    Profiles all-MiniLM-L6-v2 (fp32, bf16) on this machine, calibrates both through the
+    live serving path on the excerpt's first quarter, advises on the rest over the built-in
     search space for the shipped 10-minute Azure LLM 2023 excerpt (read as an embedding
     workload), serves the winner live, validates it with Locust and writes one report
     linking every stage (OUT/report.html). Exit 0 when every stage ran (the validation's
@@ -159,7 +179,7 @@ def demo(
         loop = _settings(
             LoopSettings, {},
             out_dir=out_dir, seed=seed, profile=profile, space=space, rate_scale=rate_scale,
-            max_requests=max_requests, jobs=jobs,
+            max_requests=max_requests, jobs=jobs, calibrate=calibrate, allow_unstable_profile=allow_unstable_profile,
         )  # fmt: skip
         with sigterm_as_interrupt():
             doc = run_loop(loop, progress=lambda text: err.print(text, markup=False, highlight=False))

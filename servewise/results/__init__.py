@@ -68,7 +68,16 @@ from servewise.results._summary import (
     check_slo,
     slo_margin,
 )
-from servewise.results._tables import SERVED, STATUSES, read_requests, served
+from servewise.results._tables import (
+    REQUEST_FILES,
+    REQUEST_FORMATS,
+    SERVED,
+    STATUSES,
+    read_requests,
+    requests_path,
+    served,
+    write_requests,
+)
 
 __all__ = [
     "load_artifact",
@@ -132,6 +141,10 @@ __all__ = [
     # per-request tables
     "STATUSES",
     "SERVED",
+    "REQUEST_FORMATS",
+    "REQUEST_FILES",
     "read_requests",
+    "write_requests",
+    "requests_path",
     "served",
 ]

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, PrivateAttr, model_validator
 
 from servewise.errors import ArtifactError
-from servewise.io import atomic_write
 from servewise.results._base import (
     ArtifactRecord,
     Count,
@@ -22,7 +21,7 @@ from servewise.results._base import (
     Str,
 )
 from servewise.results._summary import SloResult, Summary
-from servewise.results._tables import read_requests
+from servewise.results._tables import REQUEST_FILES, read_requests, requests_path, write_requests
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,7 +102,8 @@ class SimResult(ArtifactRecord):
     """A simulation's outcome: the ``result.json`` document, and its per-request table.
 
     ``requests`` (and :meth:`to_frame`) is one row per request of the trace; it is the
-    table the simulation built, or the ``requests.csv`` beside the file it was read from.
+    table the simulation built, or the ``requests.parquet`` or else ``requests.csv``
+    beside the file it was read from.
     """
 
     KIND: ClassVar[str] = "sim_result"
@@ -134,11 +134,12 @@ class SimResult(ArtifactRecord):
 
     @property
     def requests(self) -> pd.DataFrame:
-        """One row per request (``requests.csv``); an :class:`ArtifactError` when there is none."""
+        """One row per request (``requests.parquet``, else ``requests.csv``); an
+        :class:`ArtifactError` when there is none."""
         if self._requests is None:
             if self.path is None:
                 raise ArtifactError("this simulation result holds no per-request table")
-            self._requests = read_requests(self.path.parent / "requests.csv")
+            self._requests = read_requests(requests_path(self.path.parent))
         return self._requests
 
     def to_frame(self) -> pd.DataFrame:
@@ -152,11 +153,24 @@ class SimResult(ArtifactRecord):
             self._doc = self.to_doc()
         return self._doc
 
-    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``result.json`` and ``requests.csv`` atomically into ``out_dir``."""
+    def write(self, out_dir: str | Path, requests_format: str = "csv") -> tuple[Path, Path]:
+        """Write ``result.json`` and the per-request table atomically into ``out_dir``:
+        ``requests.csv``, or ``requests.parquet`` with ``requests_format="parquet"``. The
+        other format's file, left by an earlier run, is removed, so that readers (which
+        prefer Parquet) see this run's table."""
+        if requests_format not in REQUEST_FILES:
+            raise ArtifactError(
+                f"unknown per-request table format {requests_format!r}; expected one of: {', '.join(REQUEST_FILES)}"
+            )
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
-        csv_path = d / "requests.csv"
-        table = self.requests
-        atomic_write(csv_path, lambda f: table.to_csv(f, index=False, lineterminator="\n"))
-        return self.write_json(d / self.FILE), csv_path
+        table_path = write_requests(self.requests, d / REQUEST_FILES[requests_format], requests_format)
+        json_path = self.write_json(d / self.FILE)
+        for fmt, name in REQUEST_FILES.items():
+            if fmt != requests_format:
+                stale = d / name
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as err:
+                    raise ArtifactError(f"{stale}: cannot remove the earlier run's table ({err.strerror})") from None
+        return json_path, table_path
