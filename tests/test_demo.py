@@ -61,7 +61,6 @@ def test_the_demo_slo_scales_with_the_machine(tmp_path: Path, make_variant, writ
 
 
 @pytest.mark.slow
-@pytest.mark.exclusive  # serves and times real models
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = subprocess.run(

@@ -55,7 +55,7 @@ class Artifact:
         """The per-request table beside a ``result.json`` or ``measured.json``, or None."""
         if self.kind not in ("sim_result", "measured"):
             return None
-        return self.table(self.folder / "requests.csv")
+        return self.table(results.requests_path(self.folder))
 
     def _as(self, cls: type[Any]) -> Any:
         if not isinstance(self.record, cls):

@@ -242,7 +242,7 @@ def _compare_measured(base: Artifact, cur: Artifact, s: Settings) -> list[Check]
             checks.append(
                 Check(name=name, kind="regression", status="missing", metric=col, unit="s", better="lower",
                       threshold=s.max_regression,
-                      message=f"no per-request {col} beside {lacking.path} (requests.csv): the raw samples are needed")  # fmt: skip
+                      message=f"no per-request {col} beside {lacking.path} (requests.csv or requests.parquet): the raw samples are needed")  # fmt: skip
             )
             continue
         pending.append(Pending(name, col, "lower", served(tb, col), served(tc, col)))

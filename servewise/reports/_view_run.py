@@ -13,7 +13,7 @@ from servewise.reports._artifacts import Artifact
 from servewise.reports._blocks import Facts, Notes, Plot, Row, Section, Table, badge, num, ok_cell, txt
 from servewise.reports._plots import PALETTE, cdf_plot, figure, to_plot
 from servewise.reports._view_common import Links, counts_facts, file_facts, latency_limits, percentiles_table, slo_table
-from servewise.results import SERVED, Generator, PoolUsage, SimResult, Summary, Timeline, served
+from servewise.results import SERVED, Generator, PoolUsage, SimResult, Summary, Timeline, requests_path, served
 
 __all__ = ["sim_view", "measured_view", "generator_facts", "mean_count"]
 
@@ -169,7 +169,7 @@ def sim_view(a: Artifact, links: Links) -> Section:
         ("seed", txt(meta.seed)),
         ("warm-up left out", num(s.warmup_s, fmt.seconds)),
     ]
-    sec.add(Facts(run, caption="Run"), file_facts(a, links, [("per request", a.folder / "requests.csv")]),
+    sec.add(Facts(run, caption="Run"), file_facts(a, links, [("per request", requests_path(a.folder))]),
             counts_facts(s), slo_table(slo, "SLO checks"), percentiles_table(s))  # fmt: skip
     table = a.requests()
     sec.add(cdf_plot([("simulated", served(table))], what="latency", limits=latency_limits(slo),
@@ -212,7 +212,7 @@ def measured_view(a: Artifact, links: Links) -> Section:
     if not gen.valid:
         sec.verdict = badge("invalid", "; ".join(gen.invalid_reasons) or "the load generator fell behind")
     run = [(str(k).replace("_", " "), txt(v, limit=160)) for k, v in m.metadata.items() if not isinstance(v, dict | list)]
-    sec.add(Facts(run, caption="Run"), file_facts(a, links, [("per request", a.folder / "requests.csv")]),
+    sec.add(Facts(run, caption="Run"), file_facts(a, links, [("per request", requests_path(a.folder))]),
             counts_facts(s), percentiles_table(s, "Percentiles (exact, from every request's raw latency)"))  # fmt: skip
     table = a.requests()
     sec.add(cdf_plot([("measured", served(table))], what="latency",

@@ -8,7 +8,7 @@ from servewise.reports._blocks import Facts, Row, Section, Table, badge, num, ok
 from servewise.reports._plots import cdf_plot
 from servewise.reports._view_common import DIST_LABELS, Links, file_facts, latency_limits, slo_table
 from servewise.reports._view_run import generator_facts
-from servewise.results import Summary, Validation, served
+from servewise.results import Summary, Validation, requests_path, served
 
 __all__ = ["validation_view"]
 
@@ -72,8 +72,8 @@ def validation_view(a: Artifact, links: Links) -> Section:
         verdict=badge(v.verdict, detail),
     )
     sec.add(_metrics_table(v), _side_by_side(v.predicted, v.measured))
-    pred_t = a.table(a.folder / "predicted" / "requests.csv")
-    meas_t = a.table(a.folder / "measured" / "requests.csv")
+    pred_t = a.table(requests_path(a.folder / "predicted"))
+    meas_t = a.table(requests_path(a.folder / "measured"))
     sec.add(
         cdf_plot([("predicted", served(pred_t)), ("measured", served(meas_t))], what="latency",
                  caption="Latency CDFs of served requests: the simulation's prediction and the live load test.",

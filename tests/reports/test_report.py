@@ -253,3 +253,21 @@ def test_a_thinned_cdf_keeps_exact_points_of_the_full_one() -> None:
     assert 990 <= len(x) <= 1000 and x[0] == v.min() and x[-1] == v.max() and y[-1] == 1.0
     # every kept point is a point of the exact ECDF: P(V <= x) = y
     np.testing.assert_allclose([(v <= xi).mean() for xi in x[::50]], y[::50])
+
+
+def test_a_parquet_run_shows_the_same_per_request_section_as_its_csv(arts: dict[str, Path], tmp_path: Path) -> None:
+    """``simulate --requests-format parquet``: the report reads requests.parquet and links it."""
+    import pandas as pd
+
+    from servewise.results import read_requests
+
+    pq = tmp_path / "pq"
+    pq.mkdir()
+    shutil.copy(arts["sim"] / "result.json", pq / "result.json")
+    read_requests(arts["sim"] / "requests.csv").to_parquet(pq / "requests.parquet", index=False)
+    a = _report([arts["sim"]], tmp_path / "csv.html")
+    b = _report([pq], tmp_path / "pq.html")
+    assert len(b.all("img")) == len(a.all("img"))  # the plots built from the per-request table are there
+    hrefs = {h["href"] for h in b.all("a")}
+    assert any(h.endswith("requests.parquet") for h in hrefs), hrefs
+    assert isinstance(read_requests(pq / "requests.parquet"), pd.DataFrame)

@@ -90,7 +90,6 @@ def test_validate_refuses_the_requests_a_variant_was_calibrated_on(tmp_path: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.exclusive  # serves a real model and times it
 @pytest.mark.xdist_group("serving")
 def test_calibrate_serves_minilm_live_and_records_the_serving_path(tmp_path: Path) -> None:
     from servewise.trace import save_trace
@@ -114,7 +113,7 @@ def test_calibrate_serves_minilm_live_and_records_the_serving_path(tmp_path: Pat
     cal = load_profile(prof).variant("fp32").serving
     assert cal is not None and cal.requests >= 100 and cal.threads == 1
     assert cal.tokens_sha256 == tokens_fingerprint(trace.input_tokens)
-    # HTTP, JSON and the router hop cost something, and far less than a forward pass here
+    # HTTP, JSON and the router hop cost something (bounds loose enough for a shared machine)
     o = np.asarray(cal.overhead_samples_s)
     assert 0.0002 < float(np.median(o)) < 0.05
     assert 0.5 < cal.service_scale < 3.0 and 0.0 <= cal.service_cv < 1.0
