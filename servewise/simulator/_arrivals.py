@@ -5,7 +5,8 @@ same way: before each arrival every replica is brought up to its time (``_sync``
 a request the server would refuse before routing (``invalid``: an output over the
 model's context window, 422 live) is rejected with that cause, a response-cache hit is
 answered at the cache's latency and anything else is routed (``_route``). Every
-rejection is counted by cause (``rejections``) and kept per request (``reject_reason``). :meth:`TraceReplay._replay` is that loop. It yields each arrival's time
+rejection keeps its cause (``reject_reason``). :meth:`TraceReplay._replay` is that
+loop. It yields each arrival's time
 before syncing, so the FIFO engine's SimPy process can first run the control events
 (failures, autoscaler ticks, batch timers) due at or before it; the LLM engine, which
 has none, just iterates.
@@ -17,11 +18,19 @@ from collections.abc import Callable, Iterator
 
 from servewise.policies import ResponseCache
 
-__all__ = ["PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES", "TraceReplay"]
+__all__ = ["rejections", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES", "TraceReplay"]
 
 PENDING, COMPLETED, CACHE_HIT, REJECTED, FAILED = 0, 1, 2, 3, 4
 """A request's status in both engines' per-request arrays."""
 STATUS_NAMES = ("pending", "completed", "cache_hit", "rejected", "failed")
+
+
+def rejections(reject_reason: dict[int, str], causes: tuple[str, ...] = ()) -> dict[str, int]:
+    """Rejected requests by cause, from each one's cause (``causes`` listed even at 0)."""
+    out = dict.fromkeys(causes, 0)
+    for why in reject_reason.values():
+        out[why] = out.get(why, 0) + 1
+    return out
 
 
 class TraceReplay:
@@ -39,14 +48,13 @@ class TraceReplay:
     end: list[float]
     invalid: list[bool] | None = None
     """Per request: refused on arrival as the router does (output over the context window)."""
-    rejections: dict[str, int]
     reject_reason: dict[int, str]
+    """Each rejected request's cause; counts by cause are derived from it (:func:`rejections`)."""
 
     def _reject(self, i: int, now: float, why: str) -> None:
         """Request ``i`` rejected at ``now`` for ``why`` (``queue_full``, ``window``, ...)."""
         self.status[i] = REJECTED
         self.end[i] = now
-        self.rejections[why] = self.rejections.get(why, 0) + 1
         self.reject_reason[i] = why
 
     def _sync(self, now: float) -> None:

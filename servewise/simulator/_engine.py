@@ -117,7 +117,6 @@ class RawResult:
     cold_starts: int
     restarts: int
     serverless_busy_s: float
-    rejections: dict[str, int] = field(default_factory=dict)  # rejected requests by cause
     reject_reason: dict[int, str] = field(default_factory=dict)  # request index -> its cause
     served_input_tokens: np.ndarray | None = None  # a profiled model: prompts as the server clips them
     overhead_s: np.ndarray | None = None  # a calibrated model: each request's time outside the replica slot
@@ -240,7 +239,6 @@ class Engine(TraceReplay):
     def _request_state(self, n: int) -> None:
         """Per-request state (python lists: fast scalar access) and the fleet's counters."""
         self.status = [PENDING] * n
-        self.rejections: dict[str, int] = {}
         self.reject_reason: dict[int, str] = {}
         self.rep = [-1] * n
         self.rep_obj: list[Replica | None] = [None] * n
@@ -675,7 +673,6 @@ class Engine(TraceReplay):
             cold_starts=self.cold_starts,
             restarts=self.restarts,
             serverless_busy_s=busy,
-            rejections=dict(self.rejections),
             reject_reason=self.reject_reason,
             served_input_tokens=self.served_in,
             overhead_s=overhead,

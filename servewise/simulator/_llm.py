@@ -54,7 +54,7 @@ from servewise.errors import ConfigError
 from servewise.policies import from_config
 from servewise.trace import Request, Trace
 
-from ._arrivals import COMPLETED, FAILED, PENDING, TraceReplay
+from ._arrivals import COMPLETED, FAILED, PENDING, TraceReplay, rejections
 from ._engine import RawResult, allowed_pools, build_cache
 from ._llm_sched import IterationScheduler
 from ._llm_state import LLMRaw, LLMReplica, Seq, _Work
@@ -188,7 +188,6 @@ class LLMEngine(TraceReplay, IterationScheduler):
         self.seqs: list[Seq | None] = [None] * n
         self.itl_single: list[float] = []
         self.itl_chunks: list[tuple[np.ndarray, int]] = []
-        self.rejections = {"queue_full": 0, "prompt_too_long": 0, "kv_too_small": 0}
         self.reject_reason: dict[int, str] = {}
         self.spans = 0
         self._completions: list[tuple[float, int]] = []
@@ -444,7 +443,7 @@ class LLMEngine(TraceReplay, IterationScheduler):
             prefilled_tokens=prefilled,
             itl_s=itl,
             kv=kv,
-            rejections=dict(self.rejections),
+            rejections=rejections(self.reject_reason, ("queue_full", "prompt_too_long", "kv_too_small")),
             iterations=sum(r.iterations for r in self.replicas),
             spans=self.spans,
         )
@@ -467,7 +466,6 @@ class LLMEngine(TraceReplay, IterationScheduler):
             cold_starts=0,
             restarts=0,
             serverless_busy_s=0.0,
-            rejections={k: v for k, v in self.rejections.items() if v},
             reject_reason=self.reject_reason,
             served_input_tokens=np.asarray(self.prompt_len, dtype=np.int64),
             llm=llm,

@@ -16,6 +16,7 @@ from servewise.config import Deployment, dump_deployment
 from servewise.results import SLO_FIELDS, SimResult, Summary, check_slo, load_artifact
 from servewise.stats import summarize
 
+from ._arrivals import rejections
 from ._engine import CACHE_HIT, COMPLETED, FAILED, REJECTED, STATUS_NAMES, RawResult, Replica
 
 __all__ = ["SimResult", "SCHEMA_VERSION", "SLO_FIELDS", "build_result", "load_result"]
@@ -254,7 +255,7 @@ def build_result(raw: RawResult, *, warmup_s: float = 0.0) -> SimResult:
         "serverless": fleet.serverless,
         "timeline": {"t_s": [t for t, _ in raw.timeline], "replicas": [n for _, n in raw.timeline]},
         "slo": check_slo(dep.slo, summary) if dep.slo is not None else None,
-        "rejections": dict(sorted(raw.rejections.items())),
+        "rejections": dict(sorted(rejections(raw.reject_reason).items())),
     }
     if raw.llm is not None:
         data["engine"] = {
