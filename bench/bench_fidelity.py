@@ -10,7 +10,9 @@ Real all-MiniLM-L6-v2 (``--variants``, default fp32), one intra-op thread per re
    trace, Mooncake's conversation trace) and every load (``--utils``, share of the two
    replicas' capacity): ``servewise validate`` — simulate, serve, replay with Locust,
    compare — and, on the same replay, the simulation with the *uncalibrated* profile,
-   to show what calibration changed.
+   to show what calibration changed, and the calibrated one without the shared host
+   (``host``: the two replicas, the router and Locust on this machine's cores), to show
+   what modelling the CPU contention changed.
 
 Prompts are clipped to ``--max-input-tokens`` (the encoder's bounded window), no
 output tokens. Every window is reported, including those that miss the goal
@@ -78,6 +80,7 @@ def main() -> int:
     utils = [float(u) for u in a.utils.split(",")]
 
     from servewise.config import load_deployment
+    from servewise.hardware import usable_cpus
     from servewise.profile import load_profile
     from servewise.results import load_artifact
     from servewise.simulator import simulate
@@ -107,11 +110,12 @@ def main() -> int:
         if r.returncode != 0:
             return r.returncode
         variant = load_profile(profile).variant(vname)
-        for label in ("calibrated", "uncalibrated"):
+        for label in ("calibrated", "uncalibrated", "nohost"):
             (out / f"{vname}-{label}.yaml").write_text(yaml.safe_dump({
                 "kind": "deployment", "schema_version": 1, "name": f"minilm-{vname}", "replicas": a.replicas,
                 "concurrency": 1, "balancer": {"policy": "p2c", "d": 2}, "queue": {"capacity": 64},
-                "model": {"profile": str((profile if label == "calibrated" else bare).resolve()), "variant": vname},
+                "model": {"profile": str((bare if label == "uncalibrated" else profile).resolve()), "variant": vname},
+                **({"host": {"cores": usable_cpus(), "threads": 1}} if label != "nohost" else {}),
             }, sort_keys=False))  # fmt: skip
         for wname, source, wpath in windows:
             for util in utils:
@@ -123,18 +127,23 @@ def main() -> int:
                 v = load_artifact(vdir, "validation")
                 replay = load_trace(wpath).scale_rate(scale)
                 before = simulate(load_deployment(out / f"{vname}-uncalibrated.yaml"), replay, seed=a.seed).summary
+                nohost = simulate(load_deployment(out / f"{vname}-nohost.yaml"), replay, seed=a.seed).summary
                 row = {"variant": vname, "window": wname, "source": source, "util": util, "verdict": v.verdict,
-                       "generator_valid": v.generator.valid, "errors": {}, "uncalibrated_errors": {}}  # fmt: skip
+                       "generator_valid": v.generator.valid, "errors": {}, "uncalibrated_errors": {},
+                       "no_host_errors": {}, "host_cpu_per_request_s": variant.serving.host_cpu_per_request_s
+                       if variant.serving else None}  # fmt: skip
                 for k, m in v.metrics.items():
                     row["errors"][k] = m.relative_error
-                    p0 = before.metric(k)
-                    row["uncalibrated_errors"][k] = (m.measured - p0) / p0 if p0 else None
+                    for key, pred in (("uncalibrated_errors", before), ("no_host_errors", nohost)):
+                        p0 = pred.metric(k)
+                        row[key][k] = (m.measured - p0) / p0 if p0 else None
                 row["goal_met"] = all(k in row["errors"] and row["errors"][k] is not None and abs(row["errors"][k]) <= g
                                       for k, g in GOAL.items())  # fmt: skip
                 rows.append(row)
-                e, u = row["errors"], row["uncalibrated_errors"]
+                e, u, h = row["errors"], row["uncalibrated_errors"], row["no_host_errors"]
                 print(f"{vname} {wname:18s} util {util:.2f}: " + "  ".join(
-                    f"{k.replace('latency_s.', '')} {e.get(k, float('nan')):+.1%} (was {u.get(k, float('nan')):+.1%})"
+                    f"{k.replace('latency_s.', '')} {e.get(k, float('nan')):+.1%} (no host {h.get(k, float('nan')):+.1%},"
+                    f" uncal. {u.get(k, float('nan')):+.1%})"
                     for k in GOAL) + f"  goal {'met' if row['goal_met'] else 'missed'}"
                     + ("" if v.generator.valid else "  GENERATOR INVALID"), flush=True)  # fmt: skip
     (out / "fidelity.json").write_text(json.dumps({"goal": GOAL, "rows": rows}, indent=2) + "\n")

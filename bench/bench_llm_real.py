@@ -721,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(args_in)
     threads = a.threads
     if threads <= 0:
-        from servewise.profiler._hardware import usable_cpus
+        from servewise.hardware import usable_cpus
 
         threads = usable_cpus()
     modes = tuple(m.strip() for m in a.modes.split(",") if m.strip())

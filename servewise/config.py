@@ -38,6 +38,7 @@ __all__ = [
     "Scaling",
     "Pool",
     "Faults",
+    "Host",
     "SLO",
     "ContinuousEngine",
     "Deployment",
@@ -487,6 +488,32 @@ class Faults(Frozen):
     max_retries: int = Field(default=2, ge=0, description="Retries per request before it fails.")
 
 
+class Host(Frozen):
+    """The one machine a locally served deployment runs on.
+
+    Its local replicas (pools on instance type ``local``), their intra-op threads, the
+    router and the load generator share ``cores``. The simulator slows a service that
+    starts while the replicas' busy threads want more cores than the router and load
+    generator leave free (their CPU per request × the recent arrival rate): each busy
+    replica then gets its share of what is left. Pools on other instance types are
+    machines of their own and never contend.
+    """
+
+    cores: int = Field(ge=1, description="Logical CPUs the local replicas, the router and the load generator share.")
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Intra-op threads per local replica (serve runs them so); default cores ÷ the most local "
+        "replicas at once, at least 1. Service times are the profile's: set it to the profile's threads.",
+    )
+    cpu_per_request_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU seconds the router and the load generator spend per request; default the variant's "
+        "calibration (serving.host_cpu_per_request_s), else 0.",
+    )
+
+
 class ContinuousEngine(Frozen):
     """An LLM engine in each replica: iteration-level (continuous) batching over a paged KV cache.
 
@@ -617,6 +644,10 @@ class Deployment(Frozen):
         default=None,
         description="Traffic class -> the pools it may use (e.g. sensitive: [onprem]); other classes use any pool.",
     )
+    host: Host | None = Field(
+        default=None,
+        description="The local machine its 'local' pools share (CPU contention); None: every replica has its cores.",
+    )
     slo: SLO | None = None
 
     @model_validator(mode="after")
@@ -668,6 +699,20 @@ class Deployment(Frozen):
             raise ValueError(
                 f"give exactly one of 'service_time' (a distribution) or 'model' (a profile variant), got {got}"
             )
+        if self.host is not None:
+            if not any(p.instance_type == "local" for p in pools):
+                raise ValueError("host describes the local machine, but no pool runs on instance_type 'local'")
+            unmodelled = [
+                what
+                for what, bad in (
+                    ("engine 'continuous'", self.engine is not None),
+                    (f"scaling mode {mode!r}", mode != "fixed"),
+                    ("faults", self.faults is not None),
+                )
+                if bad
+            ]
+            if unmodelled:
+                raise ValueError(f"host (CPU contention) is not modelled with {unmodelled[0]} yet")
         if self.engine is not None:
             self._check_engine()
         elif self.balancer.policy in _LLM_BALANCERS:
@@ -736,6 +781,36 @@ class Deployment(Frozen):
             f"variant {v.name!r} of {v.model} has no load_time_s, and replicas start after time 0 ({why}): "
             "set scaling.cold_start_s"
         )
+
+    def most_replicas(self, pools: tuple[Pool, ...] | None = None) -> int:
+        """The most replicas of ``pools`` (default: all) that run at once: ``max_replicas``
+        when scaling, else the pools' replicas."""
+        pools = self.resolved_pools() if pools is None else pools
+        if self.scaling.mode in ("autoscale", "serverless"):
+            assert self.scaling.max_replicas is not None
+            return self.scaling.max_replicas
+        return sum(p.replicas for p in pools)
+
+    def host_threads(self) -> int | None:
+        """Intra-op threads per local replica on ``host`` (None without a host)."""
+        if self.host is None:
+            return None
+        if self.host.threads is not None:
+            return self.host.threads
+        local = tuple(p for p in self.resolved_pools() if p.instance_type == "local")
+        return max(1, self.host.cores // max(self.most_replicas(local), 1))
+
+    def host_cpu_per_request_s(self) -> float:
+        """CPU seconds the router and load generator spend per request on ``host`` (0 without one)."""
+        if self.host is None:
+            return 0.0
+        if self.host.cpu_per_request_s is not None:
+            return self.host.cpu_per_request_s
+        if self.model is not None and self.model.resolved is not None:
+            cal = self.model.loaded().serving
+            if cal is not None and cal.host_cpu_per_request_s is not None:
+                return cal.host_cpu_per_request_s
+        return 0.0
 
     def resolved_pools(self) -> tuple[Pool, ...]:
         """The pools, with the single-pool shorthand expanded into a pool named ``default``."""

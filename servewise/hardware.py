@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -34,7 +35,16 @@ __all__ = [
     "parse_catalog",
     "cpu_flop_per_cycle",
     "cpu_peak_flops",
+    "usable_cpus",
 ]
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
 
 CATALOG_SCHEMA_VERSION = 1
 

@@ -176,6 +176,12 @@ class ServingCalibration(_Art):
         description="SHA-256 of the calibration requests' input_tokens (int64): the same window at any rate has the same."
     )
     threads: int = Field(ge=1, description="Intra-op threads of the served replica.")
+    host_cpu_per_request_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU seconds the router and the load generator spent per request (what a local host's "
+        "replicas share their cores with); None in calibrations made before it was measured.",
+    )
     created_utc: str
 
     @property

@@ -88,7 +88,7 @@ def write_profile(tmp_path):
     def write(*variants: Variant, path: str = "profile.json"):
         p = tmp_path / path
         p.parent.mkdir(parents=True, exist_ok=True)
-        hw = Hardware(cpu_model="test cpu", cpu_count=1, threads_used=1, mem_bytes=2**30)
+        hw = Hardware(cpu_model="test cpu", cpu_count=64, threads_used=1, mem_bytes=2**30)
         profile = Profile(
             status="complete",
             created_utc="2025-01-01T00:00:00Z",

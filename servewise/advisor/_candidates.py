@@ -303,6 +303,8 @@ def _document(
         doc["instance_type"] = hw
         doc["price_per_hour_usd"] = price
         doc.setdefault("replicas", 1)
+        if hw == "local":
+            _local_host(doc, profiles)
     elif s == "edge":
         assert space.edge is not None
         doc["instance_type"] = "local" if space.edge.profile_hardware == "local" else space.edge.profile_hardware
@@ -329,7 +331,32 @@ def _document(
             )
         doc["pools"] = pools
         doc["placement"] = {c: ["onprem"] for c in space.sensitive_classes}
+        if hw == "local":
+            _local_host(doc, profiles)
     return doc
+
+
+def _local_host(doc: dict[str, Any], profiles: Profiles) -> None:
+    """Replicas on 'local' share the profiled machine's cores, on the profile's threads each.
+
+    Served here, they contend with each other, the router and the load generator; the
+    simulator models that (``host``) for fixed deployments without faults, the modes it
+    covers. The cores check (:func:`_static_check`) applies to every local candidate.
+    """
+    hw = profiles.profiles["local"].hardware
+    fixed = (doc.get("scaling") or {}).get("mode", "fixed") == "fixed"
+    if fixed and doc.get("faults") is None and doc.get("engine") is None:
+        doc["host"] = {"cores": hw.cpu_count, "threads": hw.threads_used}
+
+
+def _local_replicas(doc: dict[str, Any]) -> int:
+    """The most replicas of a candidate that run at once on 'local'."""
+    sc = doc.get("scaling") or {}
+    if sc.get("mode", "fixed") != "fixed":
+        return int(sc.get("max_replicas") or 1)
+    if "pools" in doc:
+        return sum(int(p["replicas"]) for p in doc["pools"] if p.get("instance_type", "local") == "local")
+    return int(doc.get("replicas", 1))
 
 
 def _relative_speed(profiles: Profiles, base_hw: str, other_hw: str, vname: str, spec: str) -> float:
@@ -361,6 +388,15 @@ def _static_check(
     if need is not None and limit is not None and need > limit:
         return {"constraint": "memory", "value": need, "limit": limit,
                 "detail": f"the variant needs {need / 2**30:.2f} GiB, the hardware has {limit / 2**30:.2f} GiB"}
+    if hw == "local" and space.setting != "edge" and "local" in profiles.profiles:
+        host = profiles.profiles["local"].hardware
+        n = _local_replicas(doc)
+        if n * host.threads_used > host.cpu_count:  # each replica runs on the profile's threads
+            return {"constraint": "cores", "value": n * host.threads_used, "limit": host.cpu_count,
+                    "detail": f"{n} replicas × {host.threads_used} threads on this host's {host.cpu_count} CPUs"}
+        if need is not None and limit is not None and n * need > limit:
+            return {"constraint": "memory", "value": n * need, "limit": limit,
+                    "detail": f"{n} replicas need {n * need / 2**30:.2f} GiB, this host has {limit / 2**30:.2f} GiB"}
     if space.setting == "hybrid":
         cloud = doc["pools"][-1]["instance_type"] if len(doc["pools"]) > 1 else None
         if cloud is not None and cloud != "local":

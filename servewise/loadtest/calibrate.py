@@ -12,7 +12,10 @@ the replica's own queue and service seconds (``X-Servewise-Timing``), so per req
 
 - overhead = client latency − replica queue − replica service (everything outside the
   replica slot, as the load generator sees it);
-- scale = replica service / the profile's prediction for its shape.
+- scale = replica service / the profile's prediction for its shape;
+
+and over the run, the CPU the router and the load generator spent per request: what the
+replicas of a deployment served on this host share its cores with (``Deployment.host``).
 
 The variant's ``serving`` block records the overhead sample, the median scale and the
 spread (CV) of the scale, and which requests it was fitted on (their prompt lengths'
@@ -51,11 +54,14 @@ def _predicted(variant: Variant, input_tokens: np.ndarray, output_tokens: np.nda
     return variant.batch_time(1, inp).astype(float)
 
 
-def fit_calibration(variant: Variant, table: Any, *, trace: Trace, threads: int) -> ServingCalibration:
+def fit_calibration(
+    variant: Variant, table: Any, *, trace: Trace, threads: int, host_cpu_s: float | None = None
+) -> ServingCalibration:
     """The ``serving`` block from a measured per-request table (``measured/requests.csv``).
 
     Uses the completed requests that carry the replica's times; an error when there are
-    fewer than 20 of them.
+    fewer than 20 of them. ``host_cpu_s``: CPU seconds the router and load generator used
+    over the whole table (recorded per request of it).
     """
     t = table
     ok = (t["status"] == "completed").to_numpy().copy()
@@ -82,6 +88,7 @@ def fit_calibration(variant: Variant, table: Any, *, trace: Trace, threads: int)
         trace_source=trace.source,
         tokens_sha256=tokens_fingerprint(trace.input_tokens),
         threads=threads,
+        host_cpu_per_request_s=host_cpu_s / len(t) if host_cpu_s is not None and len(t) else None,
         created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
 
@@ -150,7 +157,11 @@ def calibrate(
         from servewise.results import read_requests
 
         table = read_requests(d / "run" / "measured" / "requests.csv")
-    cal = fit_calibration(variant, table, trace=trace, threads=threads)
+    srv = run.server
+    host_cpu = None
+    if srv is not None and srv.router_cpu_s is not None and srv.load_generator_cpu_s is not None:
+        host_cpu = srv.router_cpu_s + srv.load_generator_cpu_s
+    cal = fit_calibration(variant, table, trace=trace, threads=threads, host_cpu_s=host_cpu)
     save_profile(_with_serving(prof, variant, cal), out_path or profile_path)
     return cal
 

@@ -95,6 +95,49 @@ def _refuse_fitted_on(dep: Any, replay: Trace) -> None:
         )
 
 
+class _CpuMeter:
+    """CPU seconds the router process and the load generator use from now until :meth:`read`.
+
+    The router is the server process itself (its workers are its children, not counted);
+    the load generator is this process and the Locust processes it starts and waits for
+    (``RUSAGE_CHILDREN``: the server, still running, is not in it). What a local host's
+    replicas share the cores with; ``servewise calibrate`` records it per request.
+    """
+
+    def __init__(self, router_pid: int) -> None:
+        import psutil
+
+        try:
+            self._router: psutil.Process | None = psutil.Process(router_pid)
+        except psutil.Error:
+            self._router = None
+        self._r0 = self._router_s()
+        self._c0 = self._client_s()
+
+    def _router_s(self) -> float | None:
+        import psutil
+
+        if self._router is None:
+            return None
+        try:
+            t = self._router.cpu_times()
+        except psutil.Error:
+            return None
+        return float(t.user + t.system)
+
+    @staticmethod
+    def _client_s() -> float:
+        import resource
+
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def read(self) -> dict[str, float | None]:
+        r1 = self._router_s()
+        router = r1 - self._r0 if r1 is not None and self._r0 is not None else None
+        return {"router_cpu_s": router, "load_generator_cpu_s": self._client_s() - self._c0}
+
+
 def _served(
     deployment_path: Path, replay: Trace, out_dir: Path, load: Callable[[str], Measured], *, seed: int,
     warmup_s: float, serve_args: list[str] | None, progress: Any,
@@ -114,8 +157,9 @@ def _served(
     server_info: dict[str, Any] | None = None
     try:
         _note(progress, f"load testing {server.url}")
+        meter = _CpuMeter(server.pid)
         measured = load(server.url)
-        server_info = {"url": server.url, "pid": server.pid, "replicas": server.info.get("replicas")}
+        server_info = {"url": server.url, "pid": server.pid, "replicas": server.info.get("replicas"), **meter.read()}
     finally:
         code = server.stop()
         if server_info is not None:

@@ -7,6 +7,8 @@ import os
 import platform
 from typing import Any
 
+from servewise.hardware import usable_cpus
+
 __all__ = ["fingerprint", "capabilities", "usable_cpus"]
 
 _FLAGS = (
@@ -54,11 +56,6 @@ def _version(module: str) -> str | None:
         return str(importlib.import_module(module).__version__)
     except Exception:  # noqa: BLE001 - a broken optional install reads as absent
         return None
-
-
-def usable_cpus() -> int:
-    """Logical CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def fingerprint(threads_used: int) -> dict[str, Any]:

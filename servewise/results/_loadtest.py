@@ -175,6 +175,10 @@ class ServerInfo(OpenRecord):
     url: Str
     pid: OptInt
     exit_code: OptInt = None
+    router_cpu_s: OptNonNeg = None
+    """CPU seconds the router process (not its workers) used during the load test."""
+    load_generator_cpu_s: OptNonNeg = None
+    """CPU seconds the load generator (Locust and the process driving it) used during the load test."""
 
 
 class Validation(ArtifactRecord):

@@ -9,7 +9,6 @@ from :func:`servewise.policies.from_config`, as the simulator's do.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ import numpy as np
 
 from servewise.config import Deployment, Pool
 from servewise.errors import ConfigError
+from servewise.hardware import usable_cpus
 from servewise.service import build_service
 
 from ._replicas import WorkerSpec
@@ -110,14 +110,6 @@ def _mode(dep: Deployment, path: Path, s: ServeSettings) -> Literal["real", "syn
     return "real"
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):
-        return max(os.cpu_count() or 1, 1)
-
-
 def fitting_threads(dep: Deployment, pools: list[Pool], s: ServeSettings) -> int:
     """Intra-op threads per replica that fit this host: its CPUs ÷ the most replicas that
     can run at once (``--replicas``, the pools', or ``max_replicas`` when scaling), at
@@ -131,7 +123,8 @@ def fitting_threads(dep: Deployment, pools: list[Pool], s: ServeSettings) -> int
 
 
 def _specs(dep: Deployment, path: Path, s: ServeSettings, pools: list[Pool], mode: str) -> dict[str, WorkerSpec]:
-    threads = s.threads if s.threads is not None else fitting_threads(dep, pools, s)
+    # --threads, else the deployment's host threads (what the simulator charged), else what fits
+    threads = s.threads if s.threads is not None else (dep.host_threads() or fitting_threads(dep, pools, s))
     workdir = s.workdir or Path.home() / ".cache" / "servewise" / "models"
     return {
         p.name: WorkerSpec(

@@ -34,6 +34,7 @@ from servewise.service import ProfileServiceModel, build_service
 from servewise.trace import Request, Trace
 
 from ._arrivals import CACHE_HIT, COMPLETED, FAILED, PENDING, REJECTED, STATUS_NAMES, TraceReplay
+from ._host import SharedHost
 
 __all__ = ["Engine", "RawResult", "Replica", "build_cache", "PENDING", "COMPLETED", "CACHE_HIT", "REJECTED", "FAILED", "STATUS_NAMES"]
 
@@ -211,6 +212,7 @@ class Engine(TraceReplay):
 
         self._request_state(n)
         self._admit: Callable[[Replica, int, float], bool] = self._admit_batch if self.batching else self._admit_fifo
+        self._host(deployment)
 
     def _services(self, deployment: Deployment, trace: Trace) -> None:
         """The service-time model (batches) and each request's own service time."""
@@ -235,6 +237,25 @@ class Engine(TraceReplay):
             self.invalid = over.tolist() if over is not None else None
             assert isinstance(self.service, ProfileServiceModel)
             self.served_in = self.service.served_input_tokens
+
+    def _host(self, deployment: Deployment) -> None:
+        """CPU contention on the local host (``deployment.host``): which pools share it."""
+        host = deployment.host
+        self.shares_host = [host is not None and p.instance_type == "local" for p in self.pools]
+        self.host: SharedHost | None = None
+        if host is None:
+            return
+        threads = deployment.host_threads()
+        assert threads is not None
+        self.host = SharedHost(host.cores, threads, deployment.host_cpu_per_request_s(), self.arr)
+        fifo = self._admit
+        shares = self.shares_host
+
+        def admit(r: Replica, i: int, now: float) -> bool:
+            return self._admit_shared(r, i, now) if shares[r.pool] else fifo(r, i, now)
+
+        if not self.batching:
+            self._admit = admit
 
     def _request_state(self, n: int) -> None:
         """Per-request state (python lists: fast scalar access) and the fleet's counters."""
@@ -306,6 +327,8 @@ class Engine(TraceReplay):
 
     def _sync(self, now: float) -> None:
         """Apply every completion at or before ``now`` (in time order)."""
+        if self.host is not None:
+            self._sync_host(now)
         done = self.done
         if not done or done[0][0] > now:
             return
@@ -366,6 +389,64 @@ class Engine(TraceReplay):
             r.active.add(i)
         return True
 
+    # ------------------------------------------------------------------ the shared host
+
+    def _admit_shared(self, r: Replica, i: int, now: float) -> bool:
+        """FIFO admission on a replica of the shared host: start now on a free slot, or
+        wait in the replica's queue until one of its services ends (end times are the
+        host's, not known at admission)."""
+        if r.slots[0] > now:
+            if self.qcap is not None and len(r.bq) >= self.qcap:
+                self._reject(i, now, "queue_full")
+                return False
+            r.bq.append(i)
+        else:
+            self._start_shared(r, [i], now, self.svc[i] / r.speed)
+        r.outstanding += 1
+        self.rep[i] = r.id
+        self.rep_obj[i] = r
+        self.dispatch[i] = now
+        self.bsize[i] = 1
+        return True
+
+    def _start_shared(self, r: Replica, members: list[int], start: float, work_s: float) -> None:
+        """Run a service (a request or a batch) of ``work_s`` uncontended seconds on the host."""
+        host = self.host
+        assert host is not None
+        heapq.heapreplace(r.slots, _INF)  # busy until the host ends it
+        size = len(members)
+        batch = self._next_batch
+        self._next_batch += 1
+        for m in members:
+            self.batch_of[m] = batch
+            self.start[m] = start
+            self.bsize[m] = size
+        host.start(start, work_s, (r, members, start))
+
+    def _sync_host(self, now: float) -> None:
+        """End the host's services due by ``now``, in time order, starting what waited behind them."""
+        host = self.host
+        assert host is not None
+        attempt = self.attempt
+        while host.heap and host.next_end() <= now:
+            t, (r, members, start) = host.finish()
+            slots = r.slots
+            slots.remove(_INF)
+            slots.append(t)
+            heapq.heapify(slots)
+            r.busy_s += t - start
+            if t > r.busy_until:
+                r.busy_until = t
+            for m in members:
+                self.end[m] = t
+                heapq.heappush(self.done, (t, m, attempt[m]))
+            if self.batching:
+                self._try_batch(r, t)
+            elif r.bq:
+                i = r.bq.popleft()
+                self._start_shared(r, [i], t, self.svc[i] / r.speed)
+        host.arrival(now)
+
     def _admit_batch(self, r: Replica, i: int, now: float) -> bool:
         if self.qcap is not None and len(r.bq) >= self.qcap:
             self._reject(i, now, "queue_full")
@@ -391,7 +472,8 @@ class Engine(TraceReplay):
         while bq:
             free = slots[0]
             if free > now:
-                self._arm(r, free)
+                if free != _INF:  # a shared-host slot ends when the host says (_sync_host)
+                    self._arm(r, free)
                 return
             take, wake_s = batcher.decide(len(bq), self.dispatch[bq[0]], now)
             if take == 0:
@@ -402,6 +484,9 @@ class Engine(TraceReplay):
 
     def _dispatch_batch(self, r: Replica, members: list[int], start: float) -> None:
         bt = self.service.batch_time(members) / r.speed
+        if self.host is not None and self.shares_host[r.pool]:
+            self._start_shared(r, members, start, bt)
+            return
         end = start + bt
         heapq.heapreplace(r.slots, end)
         r.busy_s += bt

@@ -235,7 +235,7 @@ def test_no_bound_with_queue_capacity_faults_or_random_service(make_variant: Any
 
 
 def _save(path: Path, *variants: Any) -> Path:
-    hw = Hardware(cpu_model="test cpu", cpu_count=1, threads_used=1, mem_bytes=2**34)
+    hw = Hardware(cpu_model="test cpu", cpu_count=64, threads_used=1, mem_bytes=2**34)
     save_profile(Profile(status="complete", created_utc="2025-01-01T00:00:00Z", tool_version="test", hardware=hw,
                          variants=list(variants)), path)
     return path

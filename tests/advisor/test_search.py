@@ -55,7 +55,7 @@ def _variants(make_variant: Any) -> list[Variant]:
 
 @pytest.fixture
 def profile(tmp_path: Path, make_variant: Any) -> Path:
-    hw = Hardware(cpu_model="test cpu", cpu_count=1, threads_used=1, mem_bytes=2**34)
+    hw = Hardware(cpu_model="test cpu", cpu_count=64, threads_used=1, mem_bytes=2**34)
     p = tmp_path / "profile.json"
     save_profile(Profile(status="complete", created_utc="2025-01-01T00:00:00Z", tool_version="test", hardware=hw,
                          variants=_variants(make_variant)), p)

@@ -37,7 +37,7 @@ FAST = {"search": {"replications": 0, "headroom": False}}
 
 
 def _save(path: Path, *variants: Any, catalog_name: str | None = None, mem_bytes: int = 2**34) -> Path:
-    hw = Hardware(cpu_model="test cpu", cpu_count=1, threads_used=1, mem_bytes=mem_bytes, catalog_name=catalog_name)
+    hw = Hardware(cpu_model="test cpu", cpu_count=64, threads_used=1, mem_bytes=mem_bytes, catalog_name=catalog_name)
     prof = Profile(status="complete", created_utc="2025-01-01T00:00:00Z", tool_version="test", hardware=hw,
                    variants=list(variants))
     save_profile(prof, path)
@@ -432,3 +432,32 @@ def test_placement_on_an_empty_pool_fails_those_requests_in_both_engines(make_va
         assert (sens["status"] == "failed").all()
         assert (req[req["traffic_class"] == "default"]["status"] == "completed").all()
         assert res.summary.failed == n_sens
+
+
+def test_local_host_limits_replicas_to_its_cores_and_models_their_contention(tmp_path: Path, make_variant: Any) -> None:
+    """Replicas on 'local' share the profiled machine: no more replicas × threads than its
+    CPUs, and each candidate's deployment carries the host (the simulator's CPU sharing)."""
+    hw = Hardware(cpu_model="test cpu", cpu_count=2, threads_used=1, mem_bytes=2**34)
+    p = tmp_path / "local.json"
+    save_profile(Profile(status="complete", created_utc="2025-01-01T00:00:00Z", tool_version="test", hardware=hw,
+                         variants=[make_variant("fp32")]), p)  # fmt: skip
+    sp = parse_space({
+        "setting": "cloud", "hardware": [{"name": "local", "price_per_hour_usd": 0.1}], "variant": ["fp32"],
+        "replicas": {"range": [1, 3]}, "balancer": ["least_outstanding"], "slo": {"p95_latency_s": 0.5}, **FAST,
+    })  # fmt: skip
+    plan = advise(sp, _trace(0.5 / D64, 60), [p], jobs=1)
+    by_replicas = {c.deployment["replicas"]: c for c in plan.candidates}
+    assert sorted(by_replicas) == [1, 2, 3]
+    three = by_replicas[3]
+    assert three.status == "static_infeasible" and three.static.constraint == "cores"
+    assert (three.static.value, three.static.limit) == (3, 2)
+    for r in (1, 2):
+        assert by_replicas[r].status != "static_infeasible"
+        assert by_replicas[r].deployment["host"] == {"cores": 2, "threads": 1}
+    # two replicas on two cores at one thread each do not contend: the same latency as without the host
+    dep = build_deployment(by_replicas[2].deployment, make_variant("fp32"))
+    assert dep.host is not None and dep.host_threads() == 1
+    tr = _trace(1.5 / D64, 60)
+    alone = build_deployment({k: v for k, v in by_replicas[2].deployment.items() if k != "host"}, make_variant("fp32"))
+    a, b = simulate(dep, tr, seed=0).requests, simulate(alone, tr, seed=0).requests
+    np.testing.assert_allclose(a["latency_s"], b["latency_s"], rtol=1e-12)

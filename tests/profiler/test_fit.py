@@ -342,7 +342,7 @@ def test_fitted_models_round_trip_through_a_profile_file(tmp_path) -> None:
         status="complete",
         created_utc="2025-01-01T00:00:00Z",
         tool_version="test",
-        hardware=Hardware(cpu_model="test cpu", cpu_count=1, threads_used=1, mem_bytes=2**30),
+        hardware=Hardware(cpu_model="test cpu", cpu_count=64, threads_used=1, mem_bytes=2**30),
         variants=[
             variant("fp32", "classic", classic),
             variant("fp32", "decoder", decoder),

@@ -78,6 +78,22 @@ def test_a_calibrated_variant_is_charged_its_scale_and_overhead(tmp_path: Path, 
     assert back["queue_s"].tolist() == pytest.approx([0.0, 1.2 * float(lone(np.array([50]))[0])])
 
 
+def test_a_local_host_charges_the_calibrated_cpu_per_request(tmp_path: Path, make_variant, write_profile) -> None:
+    """``host.cpu_per_request_s`` defaults to the calibration's: one core, 0.2 s of service,
+    three arrivals a second apart at 0.1 CPU s each leave the replica 0.9, then 0.8 of the core."""
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(host_cpu_per_request_s=0.1)))
+    (tmp_path / "d.yaml").write_text("replicas: 1\nhost: {cores: 1, threads: 1}\nmodel: {profile: profile.json, variant: fp32}\n")
+    dep = load_deployment(tmp_path / "d.yaml")
+    assert dep.host_cpu_per_request_s() == pytest.approx(0.1)
+    inp = np.array([50, 50, 50])
+    res = simulate(dep, Trace(arrival_s=np.array([0.0, 0.9, 1.8]), input_tokens=inp, output_tokens=np.zeros(3, dtype=np.int64)), seed=0)
+    s = 1.2 * float(lone(np.array([50]))[0])
+    assert res.requests["latency_s"].tolist() == pytest.approx([s / 0.9 + 0.004, s / 0.8 + 0.004, s / 0.8 + 0.004], rel=1e-9)
+    # stated on the host, it wins over the calibration
+    (tmp_path / "e.yaml").write_text("replicas: 1\nhost: {cores: 1, cpu_per_request_s: 0}\nmodel: {profile: profile.json, variant: fp32}\n")
+    assert load_deployment(tmp_path / "e.yaml").host_cpu_per_request_s() == 0.0
+
+
 def test_validate_refuses_the_requests_a_variant_was_calibrated_on(tmp_path: Path, make_variant, write_profile) -> None:
     from servewise.loadtest.validate import validate
 
@@ -117,5 +133,7 @@ def test_calibrate_serves_minilm_live_and_records_the_serving_path(tmp_path: Pat
     o = np.asarray(cal.overhead_samples_s)
     assert 0.0002 < float(np.median(o)) < 0.05
     assert 0.5 < cal.service_scale < 3.0 and 0.0 <= cal.service_cv < 1.0
+    # the router and Locust spend CPU on every request: more than nothing, less than a request's latency
+    assert cal.host_cpu_per_request_s is not None and 1e-5 < cal.host_cpu_per_request_s < 0.05
     doc = json.loads(prof.read_text())
     assert doc["variants"][0]["serving"]["service_scale"] == pytest.approx(cal.service_scale)
