@@ -58,7 +58,7 @@ def _time_scale(variant: Any, trace_path: Path, replicas: int, util: float) -> f
     from servewise.trace import load_trace
 
     t = load_trace(trace_path)
-    mean_s = float(np.mean(variant.batch_time(1, t.input_tokens))) * variant.service_scale
+    mean_s = float(np.mean(variant.live_time(variant.batch_time(1, t.input_tokens))))
     return util * replicas / mean_s / ((len(t) - 1) / t.duration_s)
 
 

@@ -235,7 +235,8 @@ def _calibrate_step(
         cal = calibrate(profile_path, name, fit, threads=settings.threads, seed=settings.seed, work_dir=out)
         o = np.asarray(cal.overhead_samples_s)
         _step(progress, f"calibrate: {name}: overhead p50 {np.median(o) * 1e3:.1f} ms, live service "
-                        f"{cal.service_scale:.2f}x the profile (CV {cal.service_cv:.2f})")  # fmt: skip
+                        f"{cal.service_fixed_s * 1e3:.1f} ms + {cal.service_scale:.2f}x the profile (CV {cal.service_cv:.2f}), "
+                        f"router + Locust CPU {(cal.host_cpu_per_request_s or 0) * 1e3:.1f} ms/request")  # fmt: skip
 
 
 SLO_FACTOR = 4.0
@@ -253,7 +254,7 @@ def _machine_slo(space: SearchSpace, profile_path: Path, trace: Trace, progress:
     lone: dict[str, float] = {}
     for v in prof.variants:
         if v.name in space.variant and v.status == "measured" and v.latency_model is not None:
-            t = float(v.batch_time(1, p95_tokens)[0]) * v.service_scale
+            t = float(v.live_time(float(v.batch_time(1, p95_tokens)[0])))
             if v.serving is not None:
                 t += float(np.percentile(v.serving.overhead_samples_s, 95))
             lone[v.name] = t

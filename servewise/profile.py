@@ -16,7 +16,7 @@ A profile answers, per variant and in seconds:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
@@ -168,7 +168,15 @@ class ServingCalibration(_Art):
         min_length=1,
         description="Per request: client latency − the replica's queue and service time, seconds (a sample of at most 4000).",
     )
-    service_scale: float = Field(gt=0, description="Median of live service time / the profile's prediction.")
+    service_scale: float = Field(
+        gt=0, description="Live service time per second of the profile's prediction (the slope of the fit)."
+    )
+    service_fixed_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Live seconds per service beyond the scaled prediction (the fit's intercept: padding, "
+        "pooling, converting the answer); 0 when the shapes were too alike to tell it from the scale.",
+    )
     service_cv: float = Field(ge=0, description="Coefficient of variation of that ratio (the live spread).")
     requests: int = Field(ge=1, description="Requests the calibration measured.")
     trace_source: str = Field(description="The traffic it was fitted on (validate refuses to judge on it).")
@@ -438,8 +446,20 @@ class Variant(_Art):
 
     @property
     def service_scale(self) -> float:
-        """Live service time over the profile's prediction (1 until calibrated)."""
+        """Live service time per second of the profile's prediction (1 until calibrated)."""
         return self.serving.service_scale if self.serving is not None else 1.0
+
+    @property
+    def service_fixed_s(self) -> float:
+        """Live seconds per service beyond the scaled prediction (0 until calibrated)."""
+        return self.serving.service_fixed_s if self.serving is not None else 0.0
+
+    def live_time(self, predicted_s: Any) -> Any:
+        """The live service time of a service the profile predicts at ``predicted_s``:
+        ``service_fixed_s + service_scale × predicted_s`` (the prediction itself until calibrated)."""
+        if self.serving is None:
+            return predicted_s
+        return self.serving.service_fixed_s + self.serving.service_scale * predicted_s
 
 
 class Profile(_Art):

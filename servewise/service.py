@@ -229,8 +229,9 @@ class ProfileServiceModel:
     A request with 0 tokens counts as 1 token (the shortest sequence a profile models);
     a trace with no token counts at all (every count 0) is refused. Each time is
     multiplied by a log-normal factor of median 1 and CV ``variant.noise_cv`` (none at 0),
-    and by ``variant.service_scale`` once the variant is calibrated through the live
-    serving path (``servewise calibrate``: then the CV is the live one too).
+    after :meth:`~servewise.profile.Variant.live_time` once the variant is calibrated
+    through the live serving path (``servewise calibrate``: ``service_fixed_s`` +
+    ``service_scale`` × the prediction, and the CV is the live one).
     """
 
     def __init__(
@@ -255,7 +256,7 @@ class ProfileServiceModel:
         self._out = np.maximum(np.asarray(output_tokens, dtype=np.int64), 1)
         self._in = variant.served_prompt(np.asarray(input_tokens, dtype=np.int64), self._out)
         self._sigma = float(np.sqrt(np.log1p(variant.noise_cv**2)))
-        self._scale = variant.service_scale  # live over profiled, once calibrated (1 before)
+        self._calibrated = variant.serving is not None  # then live_time: fixed + scale × predicted
         self._cache: dict[tuple[int, int, int], float] = {}
         self._noise_buf = np.empty(0)
         self._noise_pos = 0
@@ -271,8 +272,8 @@ class ProfileServiceModel:
             t = generation_times(self.variant, self._in, self._out)
         else:
             t = self.variant.batch_time(1, self._in).astype(float)
-        if self._scale != 1.0:
-            t = t * self._scale
+        if self._calibrated:
+            t = self.variant.live_time(t)
         if self._sigma > 0:
             t = t * self._rng.lognormal(0.0, self._sigma, len(t))
         return t
@@ -298,7 +299,8 @@ class ProfileServiceModel:
         if t is None:
             n, longest_in, longest_out = key
             served = int(self.variant.served_prompt(np.asarray(longest_in), np.asarray(longest_out)))
-            t = self._cache[key] = self.variant.service_time(n, served, longest_out) * self._scale
+            t = float(self.variant.service_time(n, served, longest_out))
+            t = self._cache[key] = float(self.variant.live_time(t)) if self._calibrated else t
         if self._sigma > 0:
             if self._noise_pos >= len(self._noise_buf):
                 self._noise_buf = self._rng.lognormal(0.0, self._sigma, 4096)

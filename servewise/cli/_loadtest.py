@@ -234,7 +234,8 @@ def calibrate(
     out.print(
         f"calibrated {variant} on {cal.requests} requests: overhead outside the replica p50 "
         f"{np.median(o) * 1e3:.2f} ms, p95 {np.percentile(o, 95) * 1e3:.2f} ms; live service "
-        f"{cal.service_scale:.3f}x the profile (CV {cal.service_cv:.2f})",
+        f"{cal.service_fixed_s * 1e3:.2f} ms + {cal.service_scale:.3f}x the profile (CV {cal.service_cv:.2f}); "
+        f"router and load generator CPU {(cal.host_cpu_per_request_s or 0) * 1e3:.2f} ms per request",
         markup=False,
     )
     out.print(f"wrote {out_path or profile}", markup=False)

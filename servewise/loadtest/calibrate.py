@@ -12,7 +12,8 @@ the replica's own queue and service seconds (``X-Servewise-Timing``), so per req
 
 - overhead = client latency − replica queue − replica service (everything outside the
   replica slot, as the load generator sees it);
-- scale = replica service / the profile's prediction for its shape;
+- the live service against the profile's prediction for its shape: fitted as
+  fixed + scale × prediction (:func:`fit_live_service`), with its spread (CV);
 
 and over the run, the CPU the router and the load generator spent per request: what the
 replicas of a deployment served on this host share its cores with (``Deployment.host``).
@@ -37,7 +38,7 @@ from servewise.errors import ConfigError, InvalidMeasurement
 from servewise.profile import Profile, ServingCalibration, Variant, load_profile, save_profile, tokens_fingerprint
 from servewise.trace import Trace
 
-__all__ = ["calibrate", "fit_calibration", "OVERHEAD_SAMPLES"]
+__all__ = ["calibrate", "fit_calibration", "fit_live_service", "OVERHEAD_SAMPLES", "SPREAD_FOR_FIXED"]
 
 OVERHEAD_SAMPLES = 4000
 """Most overhead samples kept in the profile (an even subsample beyond)."""
@@ -76,13 +77,15 @@ def fit_calibration(
     queue = t["replica_queue_s"].to_numpy(dtype=float)[ok]
     service = t["replica_service_s"].to_numpy(dtype=float)[ok]
     overhead = np.maximum(lat - queue - service, 0.0)
-    pred = _predicted(variant, t["input_tokens"].to_numpy()[ok], t["output_tokens"].to_numpy()[ok])
-    ratio = service / np.maximum(pred, 1e-9)
+    pred = np.maximum(_predicted(variant, t["input_tokens"].to_numpy()[ok], t["output_tokens"].to_numpy()[ok]), 1e-9)
+    fixed, scale = fit_live_service(pred, service)
+    ratio = service / (fixed + scale * pred)  # the live spread around the fit
     if len(overhead) > OVERHEAD_SAMPLES:
         overhead = overhead[np.linspace(0, len(overhead) - 1, OVERHEAD_SAMPLES).astype(np.int64)]
     return ServingCalibration(
         overhead_samples_s=[float(x) for x in overhead],
-        service_scale=float(np.median(ratio)),
+        service_scale=scale,
+        service_fixed_s=fixed,
         service_cv=float(np.std(ratio) / np.mean(ratio)),
         requests=n,
         trace_source=trace.source,
@@ -91,6 +94,44 @@ def fit_calibration(
         host_cpu_per_request_s=host_cpu_s / len(t) if host_cpu_s is not None and len(t) else None,
         created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
+
+
+SPREAD_FOR_FIXED = 1.5
+"""The calibration's shapes must span this ratio (90th / 10th percentile of the predicted
+service) for a fixed part to be told from the scale; below it the fit is a pure scale."""
+
+
+def fit_live_service(predicted: np.ndarray, live: np.ndarray) -> tuple[float, float]:
+    """``(fixed_s, scale)`` with live ≈ fixed_s + scale × predicted, robustly.
+
+    The serving path adds costs that do not grow with the forward (parsing the request,
+    padding, pooling, converting the answer) and costs that do: one ratio over-charges
+    long requests and under-charges short ones when the calibration's shapes differ from
+    the traffic's. The fit is a median regression on relative residuals (least absolute
+    |live − fit| / live, by iteratively reweighted least squares): the noise is
+    multiplicative, and the outliers idle gaps and other tenants cause do not pull it.
+    A pure scale (the median ratio, fixed 0) when the shapes are too alike to separate
+    the two (:data:`SPREAD_FOR_FIXED`), or when the fit's fixed part or slope comes out
+    negative.
+    """
+    x = np.asarray(predicted, dtype=float)
+    y = np.asarray(live, dtype=float)
+    pure = (0.0, float(np.median(y / x)))
+    lo, hi = np.percentile(x, [10, 90])
+    if len(x) < 20 or hi < SPREAD_FOR_FIXED * lo:
+        return pure
+    design = np.column_stack([np.ones_like(x), x])
+    w = 1.0 / y
+    beta = np.zeros(2)
+    for _ in range(100):
+        sw = np.sqrt(w)
+        beta = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0]
+        rel = np.abs(y - design @ beta) / y
+        w = 1.0 / (np.maximum(rel, 1e-6) * y)
+    intercept, slope = float(beta[0]), float(beta[1])
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope <= 0 or intercept < 0:
+        return pure
+    return intercept, slope
 
 
 def _paced(variant: Variant, trace: Trace, util: float, seed: int) -> Trace:

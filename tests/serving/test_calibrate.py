@@ -19,7 +19,7 @@ import pytest
 
 from servewise.config import load_deployment
 from servewise.errors import ConfigError
-from servewise.loadtest.calibrate import fit_calibration
+from servewise.loadtest.calibrate import fit_calibration, fit_live_service
 from servewise.profile import ServingCalibration, load_profile, tokens_fingerprint
 from servewise.simulator import simulate
 from servewise.trace import Trace
@@ -57,10 +57,29 @@ def test_fit_recovers_the_overhead_and_the_live_scale(make_variant) -> None:
     cal = fit_calibration(v, table, trace=trace, threads=1)
     assert cal.requests == n and cal.tokens_sha256 == tokens_fingerprint(inp)
     assert np.allclose(sorted(cal.overhead_samples_s), np.sort(overhead))
-    assert cal.service_scale == pytest.approx(float(np.median(scale)))
-    assert cal.service_cv == pytest.approx(float(np.std(scale) / np.mean(scale)))
+    # a purely proportional slow-down: the fit finds (almost) no fixed part, the scale, and its spread
+    assert cal.service_fixed_s < 0.002
+    assert float(np.median(service / (cal.service_fixed_s + cal.service_scale * lone(inp)))) == pytest.approx(1.0, abs=0.02)
+    assert cal.service_cv == pytest.approx(float(np.std(scale) / np.mean(scale)), rel=0.1)
     with pytest.raises(ConfigError, match="at least 20 completed requests"):
         fit_calibration(v, table.head(10), trace=trace, threads=1)
+
+
+def test_live_service_fit_separates_a_fixed_part_from_the_scale() -> None:
+    rng = np.random.default_rng(4)
+    pred = rng.uniform(0.005, 0.05, 600)
+    live = (0.003 + 1.1 * pred) * rng.lognormal(0.0, 0.05, 600)
+    live[:30] *= 3.0  # 5 % outliers (a request that ran after a long idle gap, another tenant)
+    fixed, scale = fit_live_service(pred, live)
+    assert fixed == pytest.approx(0.003, abs=0.0006) and scale == pytest.approx(1.1, rel=0.05)
+    # one ratio would over-charge the long requests and under-charge the short ones
+    ratio = float(np.median(live / pred))
+    assert ratio * 0.05 > 1.05 * (0.003 + 1.1 * 0.05) and ratio * 0.005 < 0.9 * (0.003 + 1.1 * 0.005)
+    # shapes too alike to tell a fixed part from the scale: a pure scale, the median ratio
+    narrow = rng.uniform(0.020, 0.025, 200)
+    assert fit_live_service(narrow, 0.003 + 1.1 * narrow) == (0.0, pytest.approx(float(np.median((0.003 + 1.1 * narrow) / narrow))))
+    # a fit that would go negative (live relatively faster on short requests) falls back too
+    assert fit_live_service(pred, 1.2 * pred - 0.002)[0] == 0.0
 
 
 def test_a_calibrated_variant_is_charged_its_scale_and_overhead(tmp_path: Path, make_variant, write_profile) -> None:
@@ -76,6 +95,19 @@ def test_a_calibrated_variant_is_charged_its_scale_and_overhead(tmp_path: Path, 
     back = simulate(dep, Trace(arrival_s=np.array([0.0, 0.0]), input_tokens=np.array([50, 50]),
                                output_tokens=np.zeros(2, dtype=np.int64)), seed=0).requests  # fmt: skip
     assert back["queue_s"].tolist() == pytest.approx([0.0, 1.2 * float(lone(np.array([50]))[0])])
+
+
+def test_the_fixed_part_is_charged_once_per_service(tmp_path: Path, make_variant, write_profile) -> None:
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(service_fixed_s=0.002)))
+    (tmp_path / "d.yaml").write_text("replicas: 1\nbatching: {max_batch_size: 2, max_wait_s: 0.5}\n"
+                                     "queue: {capacity: 4}\nmodel: {profile: profile.json, variant: fp32}\n")  # fmt: skip
+    dep = load_deployment(tmp_path / "d.yaml")
+    inp = np.array([10, 50, 120])
+    res = simulate(dep, Trace(arrival_s=np.array([0.0, 0.0, 10.0]), input_tokens=inp,
+                              output_tokens=np.zeros(3, dtype=np.int64)), seed=0).requests  # fmt: skip
+    batch = A + 2 * B + 2 * T * 50 + 2 * Q * 50 * 50  # the pair, padded to 50 tokens
+    alone = float(lone(np.array([120]))[0])
+    assert res["latency_s"].tolist() == pytest.approx([0.002 + 1.2 * batch + 0.004] * 2 + [0.5 + 0.002 + 1.2 * alone + 0.004], rel=1e-9)
 
 
 def test_a_local_host_charges_the_calibrated_cpu_per_request(tmp_path: Path, make_variant, write_profile) -> None:
