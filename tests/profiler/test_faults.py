@@ -22,7 +22,7 @@ require_torch()
 pytestmark = pytest.mark.xdist_group("faults")
 
 GRID = Grid(batch_sizes=(1, 2), seq_lens=(8,), decode_batch_sizes=(1, 2), context_lens=(16,))
-FAST = ProfileSettings(grid=GRID, timing=TimingSettings(budget_s=0.03, warmup_s=0.01), threads=1)
+FAST = ProfileSettings(grid=GRID, timing=TimingSettings(budget_s=0.03, warmup_s=0.01, rounds=1, processes=1, min_time_s=0.03), threads=1)
 
 
 def test_a_grid_point_that_raises_is_recorded_and_the_rest_measured(tmp_path: Path) -> None:

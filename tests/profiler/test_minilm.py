@@ -18,7 +18,9 @@ GRID = Grid(batch_sizes=(1, 2), seq_lens=(8, 16))
 @pytest.fixture(scope="module")
 def minilm_run(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("minilm") / "profile.json"
-    timing = TimingSettings(budget_s=0.05, warmup_s=0.02)
+    # one round in one process per variant: these tests check what is measured, not repeatability
+    # (tests/profiler/test_builtin_decoder.py checks rounds over fresh processes)
+    timing = TimingSettings(budget_s=0.05, warmup_s=0.02, rounds=1, processes=1, min_time_s=0.05)
     # Run from an empty folder: ONNX export and quantisation must leave nothing in the
     # caller's working directory (they write temp files to the cwd of their process).
     cwd = tmp_path_factory.mktemp("cwd")
