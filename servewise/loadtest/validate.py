@@ -96,46 +96,80 @@ def _refuse_fitted_on(dep: Any, replay: Trace) -> None:
 
 
 class _CpuMeter:
-    """CPU seconds the router process and the load generator use from now until :meth:`read`.
+    """CPU seconds the router process and the load generator spend on the requests of a load test.
 
-    The router is the server process itself (its workers are its children, not counted);
-    the load generator is this process and the Locust processes it starts and waits for
-    (``RUSAGE_CHILDREN``: the server, still running, is not in it). What a local host's
-    replicas share the cores with; ``servewise calibrate`` records it per request.
+    The router is the server process itself (its workers are its children, not counted).
+    The load generator is the Locust processes this process starts (its other
+    descendants, the server's tree excluded). A thread samples both every 0.2 s from now
+    until :meth:`read`. Locust's start-up (imports, parsing the locustfile) is not request
+    work, so the load generator's CPU counts from the first sample at which the router has
+    started spending CPU on requests; the router's counts from now (it is idle before).
     """
 
+    INTERVAL_S = 0.2
+
     def __init__(self, router_pid: int) -> None:
+        import threading
+
         import psutil
 
+        self._psutil = psutil
         try:
             self._router: psutil.Process | None = psutil.Process(router_pid)
+            self._server_tree = {router_pid} | {c.pid for c in self._router.children(recursive=True)}
         except psutil.Error:
-            self._router = None
+            self._router, self._server_tree = None, {router_pid}
+        self._me = psutil.Process()
+        self._client: dict[int, float] = {}  # Locust pid -> its CPU seconds when last seen
+        self._client_at_start: float | None = None
         self._r0 = self._router_s()
-        self._c0 = self._client_s()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="servewise-cpu-meter", daemon=True)
+        self._thread.start()
 
     def _router_s(self) -> float | None:
-        import psutil
-
         if self._router is None:
             return None
         try:
             t = self._router.cpu_times()
-        except psutil.Error:
+        except self._psutil.Error:
             return None
         return float(t.user + t.system)
 
-    @staticmethod
-    def _client_s() -> float:
-        import resource
+    def _client_s(self) -> float:
+        psutil = self._psutil
+        try:
+            kids = self._me.children(recursive=True)
+        except psutil.Error:
+            kids = []
+        for k in kids:
+            if k.pid in self._server_tree:
+                continue
+            try:
+                if any(parent.pid in self._server_tree for parent in k.parents()):
+                    self._server_tree.add(k.pid)  # a worker the server started since
+                    continue
+                t = k.cpu_times()
+            except psutil.Error:
+                continue
+            self._client[k.pid] = float(t.user + t.system)
+        return sum(self._client.values())
 
-        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL_S):
+            client = self._client_s()
+            if self._client_at_start is None:
+                r = self._router_s()
+                if r is not None and self._r0 is not None and r - self._r0 > 0.02:  # requests are flowing
+                    self._client_at_start = client
 
     def read(self) -> dict[str, float | None]:
+        self._stop.set()
+        self._thread.join()
         r1 = self._router_s()
         router = r1 - self._r0 if r1 is not None and self._r0 is not None else None
-        return {"router_cpu_s": router, "load_generator_cpu_s": self._client_s() - self._c0}
+        client = self._client_s() - self._client_at_start if self._client_at_start is not None else None
+        return {"router_cpu_s": router, "load_generator_cpu_s": client}
 
 
 def _served(
