@@ -15,6 +15,8 @@ A profile answers, per variant and in seconds:
 
 from __future__ import annotations
 
+import bisect
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -184,6 +186,15 @@ class ServingCalibration(_Art):
         description="SHA-256 of the calibration requests' input_tokens (int64): the same window at any rate has the same."
     )
     threads: int = Field(ge=1, description="Intra-op threads of the served replica.")
+    idle_edges_s: list[float] = Field(
+        default_factory=list,
+        description="Upper edges of the idle-gap bins of idle_factors, seconds, increasing (the last bin is open).",
+    )
+    idle_factors: list[float] = Field(
+        default_factory=list,
+        description="Per idle-gap bin, the live service over the fit for services that started after that long "
+        "with nothing running on the replica (caches and frequency cool down); empty when not measured.",
+    )
     host_cpu_per_request_s: float | None = Field(
         default=None,
         ge=0,
@@ -192,9 +203,26 @@ class ServingCalibration(_Art):
     )
     created_utc: str
 
+    @model_validator(mode="after")
+    def _idle_bins(self) -> ServingCalibration:
+        e, f = self.idle_edges_s, self.idle_factors
+        if (e or f) and len(f) != len(e) + 1:
+            raise ValueError(f"idle_factors needs one factor per bin: {len(e) + 1} for {len(e)} edges, got {len(f)}")
+        if any(b <= a for a, b in zip(e, e[1:], strict=False)) or any(x <= 0 for x in e):
+            raise ValueError("idle_edges_s must be positive and increasing")
+        if any(not (x > 0 and math.isfinite(x)) for x in f):
+            raise ValueError("idle_factors must be positive numbers")
+        return self
+
     @property
     def overhead_mean_s(self) -> float:
         return float(np.mean(self.overhead_samples_s))
+
+    def idle_factor(self, idle_s: float) -> float:
+        """The factor on a service that starts after ``idle_s`` with nothing running (1 when not measured)."""
+        if not self.idle_factors:
+            return 1.0
+        return self.idle_factors[bisect.bisect_right(self.idle_edges_s, idle_s)]
 
 
 class Tree(_Art):

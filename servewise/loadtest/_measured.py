@@ -59,6 +59,8 @@ class Samples:
     replica_queue_s: np.ndarray
     """The replica's own queue and service seconds (``x-servewise-timing``); NaN when not sent."""
     replica_service_s: np.ndarray
+    replica_idle_s: np.ndarray
+    """Seconds the replica had run nothing before the request's batch started; NaN when not sent."""
     batch_size: list[int | None]
     error: list[str | None]
     itl_s: np.ndarray
@@ -94,6 +96,7 @@ class Samples:
             replica=objects("replica"),
             replica_queue_s=floats("replica_queue_s"),
             replica_service_s=floats("replica_service_s"),
+            replica_idle_s=floats("replica_idle_s"),
             batch_size=objects("batch_size"),
             error=objects("error"),
             itl_s=np.concatenate(itl) if itl else np.zeros(0),
@@ -192,6 +195,7 @@ def _table(s: Samples, input_tokens: np.ndarray, output_tokens: np.ndarray, traf
             "replica": pd.array(s.replica, dtype="string"),
             "replica_queue_s": s.replica_queue_s,
             "replica_service_s": s.replica_service_s,
+            "replica_idle_s": s.replica_idle_s,
             "batch_size": pd.array(s.batch_size, dtype="Int64"),
             "error": pd.array(s.error, dtype="string"),
             "end_s": s.end_s,

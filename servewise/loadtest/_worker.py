@@ -69,6 +69,7 @@ ROW_FIELDS = (
     "replica",
     "replica_queue_s",
     "replica_service_s",
+    "replica_idle_s",
     "batch_size",
     "error",
 )
@@ -247,6 +248,8 @@ def _timing(row: dict[str, Any], value: str | None) -> None:
         row["replica_queue_s"] = float(parts["queue"])
         row["replica_service_s"] = float(parts["service"])
         row["batch_size"] = int(parts.get("batch", 1))
+        if "idle" in parts:
+            row["replica_idle_s"] = float(parts["idle"])
     except (KeyError, ValueError):  # another server's header: its times are unknown, the request still counts
         pass
 

@@ -68,6 +68,7 @@ NUMERIC_COLUMNS: frozenset[str] = frozenset(
         "first_token_s", "generated_tokens", "cached_tokens", "prefilled_tokens", "preemptions",
         # measured
         "scheduled_s", "sent_s", "send_lag_s", "http_status", "tokens", "replica_queue_s", "replica_service_s",
+        "replica_idle_s",
     }
 )  # fmt: skip
 """Columns that hold numbers (or are empty) wherever they appear."""

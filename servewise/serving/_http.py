@@ -169,7 +169,10 @@ class Api:
             h[HEADER_REPLICA] = job.replica.label
             if answer is not None and answer.get("service_s") is not None:
                 q, svc = float(answer.get("queue_s") or 0.0), float(answer["service_s"])
-                h[HEADER_TIMING] = f"queue={q:.6f};service={svc:.6f};batch={int(answer.get('batch_size') or 1)}"
+                idle = float(answer.get("idle_s") or 0.0)
+                h[HEADER_TIMING] = (
+                    f"queue={q:.6f};service={svc:.6f};batch={int(answer.get('batch_size') or 1)};idle={idle:.6f}"
+                )
         return h
 
     async def _respond(self, request: web.Request, job: Job, answer: dict[str, Any], *, cache_hit: bool) -> web.StreamResponse:

@@ -96,6 +96,8 @@ class BatchInfo:
     """Seconds from joining the queue to the start of its batch."""
     service_s: float
     """Seconds the batch ran (measured)."""
+    idle_s: float = 0.0
+    """Seconds the replica had run nothing before this batch started (0 when another ran)."""
 
 
 class Job:
@@ -141,6 +143,7 @@ class Batcher:
         self._free = concurrency
         self._running = 0
         self._started: list[float] = []  # start of each running batch
+        self._last_end = time.monotonic()  # when the last batch ended (or the replica came up)
         self._batch_s: float | None = None  # running mean batch time
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -210,10 +213,11 @@ class Batcher:
                         self._arm(wake_s, now)
                     return
             batch = [q.popleft() for _ in range(take)]
+            idle = max(now - self._last_end, 0.0) if not self._started else 0.0
             self._free -= 1
             self._running += len(batch)
             self._started.append(now)
-            task = asyncio.get_running_loop().create_task(self._run(batch, now))
+            task = asyncio.get_running_loop().create_task(self._run(batch, now, idle))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -230,7 +234,7 @@ class Batcher:
         self._timer_at = math.inf
         self._pump()
 
-    async def _run(self, batch: list[Job], start_s: float) -> None:
+    async def _run(self, batch: list[Job], start_s: float, idle_s: float = 0.0) -> None:
         emit: Emit | None = None
         if any(j.tokens is not None for j in batch):
 
@@ -245,7 +249,7 @@ class Batcher:
             service_s = time.monotonic() - t0
             for j, out in zip(batch, outputs, strict=True):
                 if not j.future.done():
-                    j.future.set_result((out, BatchInfo(len(batch), start_s - j.enqueued_s, service_s)))
+                    j.future.set_result((out, BatchInfo(len(batch), start_s - j.enqueued_s, service_s, idle_s)))
         except Exception as err:  # noqa: BLE001 - every member gets the error, the replica goes on
             log.error("a batch of %d failed", len(batch), exc_info=True)
             failed = BatchFailed(f"the batch failed ({_first_line(err)})")
@@ -256,6 +260,7 @@ class Batcher:
             bt = time.monotonic() - t0
             self._batch_s = bt if self._batch_s is None else (1 - _EWMA) * self._batch_s + _EWMA * bt
             self._started.remove(start_s)
+            self._last_end = time.monotonic()
             for j in batch:
                 if j.tokens is not None:
                     j.tokens.put_nowait(None)
@@ -377,6 +382,7 @@ class _WorkerApp:
                 "batch_size": info.batch_size,
                 "queue_s": info.queue_s,
                 "service_s": info.service_s,
+                "idle_s": info.idle_s,
                 "input_tokens": item.input_tokens,
                 "output_token_ids": out.output_token_ids,
                 "embedding": out.embedding,
@@ -400,6 +406,7 @@ class _WorkerApp:
                     "batch_size": info.batch_size,
                     "queue_s": info.queue_s,
                     "service_s": info.service_s,
+                    "idle_s": info.idle_s,
                 }
             except BatchFailed as err:
                 last = {"done": True, "id": req.id, "error": str(err)}

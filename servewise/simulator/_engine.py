@@ -232,7 +232,11 @@ class Engine(TraceReplay):
             output_tokens=trace.output_tokens,
         ).request_times().tolist()
         self.served_in: np.ndarray | None = None
+        self.idle_cal = None  # a calibration that charges the idle gap before each service
         if deployment.model is not None:
+            cal = deployment.model.loaded().serving
+            if cal is not None and cal.idle_factors:
+                self.idle_cal = cal
             over = deployment.model.loaded().over_window(trace.output_tokens)
             self.invalid = over.tolist() if over is not None else None
             assert isinstance(self.service, ProfileServiceModel)
@@ -370,6 +374,8 @@ class Engine(TraceReplay):
                     return False
                 w.append(start)
         s = self.svc[i] / r.speed
+        if self.idle_cal is not None:
+            s *= self._idle_factor(r, start)
         end = start + s
         heapq.heapreplace(slots, end)
         r.outstanding += 1
@@ -401,13 +407,27 @@ class Engine(TraceReplay):
                 return False
             r.bq.append(i)
         else:
-            self._start_shared(r, [i], now, self.svc[i] / r.speed)
+            self._start_shared(r, [i], now, self._lone_work(r, i, now))
         r.outstanding += 1
         self.rep[i] = r.id
         self.rep_obj[i] = r
         self.dispatch[i] = now
         self.bsize[i] = 1
         return True
+
+    def _lone_work(self, r: Replica, i: int, start: float) -> float:
+        """Uncontended seconds of request ``i`` alone on ``r`` from ``start``."""
+        s = self.svc[i] / r.speed
+        return s * self._idle_factor(r, start) if self.idle_cal is not None else s
+
+    def _idle_factor(self, r: Replica, start: float) -> float:
+        """The calibrated factor for a service that starts on ``r`` at ``start``: by how long
+        the replica had run nothing (0 when another of its slots is busy), as the worker
+        measures it (``servewise calibrate``)."""
+        cal = self.idle_cal
+        assert cal is not None
+        last = max(r.slots)  # a busy shared-host slot is inf
+        return cal.idle_factor(start - last if start >= last else 0.0)
 
     def _start_shared(self, r: Replica, members: list[int], start: float, work_s: float) -> None:
         """Run a service (a request or a batch) of ``work_s`` uncontended seconds on the host."""
@@ -444,7 +464,7 @@ class Engine(TraceReplay):
                 self._try_batch(r, t)
             elif r.bq:
                 i = r.bq.popleft()
-                self._start_shared(r, [i], t, self.svc[i] / r.speed)
+                self._start_shared(r, [i], t, self._lone_work(r, i, t))
         host.arrival(now)
 
     def _admit_batch(self, r: Replica, i: int, now: float) -> bool:
@@ -484,6 +504,8 @@ class Engine(TraceReplay):
 
     def _dispatch_batch(self, r: Replica, members: list[int], start: float) -> None:
         bt = self.service.batch_time(members) / r.speed
+        if self.idle_cal is not None:
+            bt *= self._idle_factor(r, start)
         if self.host is not None and self.shares_host[r.pool]:
             self._start_shared(r, members, start, bt)
             return

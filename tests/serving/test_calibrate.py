@@ -19,7 +19,7 @@ import pytest
 
 from servewise.config import load_deployment
 from servewise.errors import ConfigError
-from servewise.loadtest.calibrate import fit_calibration, fit_live_service
+from servewise.loadtest.calibrate import fit_calibration, fit_idle_factors, fit_live_service
 from servewise.profile import ServingCalibration, load_profile, tokens_fingerprint
 from servewise.simulator import simulate
 from servewise.trace import Trace
@@ -80,6 +80,38 @@ def test_live_service_fit_separates_a_fixed_part_from_the_scale() -> None:
     assert fit_live_service(narrow, 0.003 + 1.1 * narrow) == (0.0, pytest.approx(float(np.median((0.003 + 1.1 * narrow) / narrow))))
     # a fit that would go negative (live relatively faster on short requests) falls back too
     assert fit_live_service(pred, 1.2 * pred - 0.002)[0] == 0.0
+
+
+def test_idle_factors_are_the_median_ratio_per_idle_gap_bin() -> None:
+    rng = np.random.default_rng(7)
+    idle = np.concatenate([np.zeros(100), rng.uniform(0.012, 0.028, 60), rng.uniform(0.4, 0.9, 60), [5.0] * 3])
+    ratio = np.where(idle < 0.002, 0.95, np.where(idle < 0.03, 1.1, 1.4)) * rng.lognormal(0.0, 0.03, len(idle))
+    edges, factors = fit_idle_factors(idle, ratio)
+    # empty and sparse bins merged away: back to back, ~20 ms, ~0.5 s (the 3 after 5 s join the last)
+    assert len(factors) == len(edges) + 1 == 3
+    assert factors == pytest.approx([0.95, 1.1, 1.4], rel=0.03)
+    assert edges[0] <= 0.012 and 0.028 <= edges[1] <= 0.4
+    # one bin only: no idle dependence
+    assert fit_idle_factors(np.full(50, 0.05), np.ones(50)) == ([], [])
+
+
+def test_a_service_after_an_idle_gap_is_charged_its_factor(tmp_path: Path, make_variant, write_profile) -> None:
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(idle_edges_s=[0.01], idle_factors=[1.0, 1.5])))
+    (tmp_path / "d.yaml").write_text("replicas: 1\nmodel: {profile: profile.json, variant: fp32}\n")
+    dep = load_deployment(tmp_path / "d.yaml")
+    inp = np.array([50, 50, 50])
+    s = 1.2 * float(lone(np.array([50]))[0])
+    # at 0: nothing ran before (idle 0); the second queues behind it (idle 0); the third after 10 s idle
+    res = simulate(dep, Trace(arrival_s=np.array([0.0, 0.0, 10.0]), input_tokens=inp,
+                              output_tokens=np.zeros(3, dtype=np.int64)), seed=0).requests  # fmt: skip
+    assert res["latency_s"].tolist() == pytest.approx([s + 0.004, 2 * s + 0.004, 1.5 * s + 0.004], rel=1e-9)
+    # on a shared host the same rule
+    (tmp_path / "h.yaml").write_text("replicas: 1\nhost: {cores: 1}\nmodel: {profile: profile.json, variant: fp32}\n")
+    res = simulate(load_deployment(tmp_path / "h.yaml"), Trace(arrival_s=np.array([0.0, 0.0, 10.0]), input_tokens=inp,
+                   output_tokens=np.zeros(3, dtype=np.int64)), seed=0).requests  # fmt: skip
+    assert res["latency_s"].tolist() == pytest.approx([s + 0.004, 2 * s + 0.004, 1.5 * s + 0.004], rel=1e-9)
+    with pytest.raises(ValueError, match="one factor per bin"):
+        _cal(idle_edges_s=[0.01], idle_factors=[1.0])
 
 
 def test_a_calibrated_variant_is_charged_its_scale_and_overhead(tmp_path: Path, make_variant, write_profile) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _live import start, write_deployment
 
@@ -65,6 +66,17 @@ def test_validate_a_deployment_end_to_end(tmp_path):
     assert (table["batch_size"] == 1).all() and (table["replica_queue_s"] >= 0).all()
     overhead = table["latency_s"] - table["replica_queue_s"] - table["replica_service_s"]
     assert (overhead > 0).all() and overhead.median() < 0.05
+    # and how long the replica had run nothing before it: 0 behind a queued request, else the
+    # gap since the previous service ended (from the client's clock: send + queue − the previous end)
+    idle = table["replica_idle_s"].to_numpy()
+    assert (idle >= 0).all()
+    t = table.sort_values("sent_s")
+    start = (t["sent_s"] + t["replica_queue_s"]).to_numpy()
+    prev_end = np.concatenate([[np.nan], start[:-1] + t["replica_service_s"].to_numpy()[:-1]])
+    queued = t["replica_queue_s"].to_numpy() > 0.002
+    assert (t["replica_idle_s"].to_numpy()[queued] < 0.002).all()
+    gap = (start - prev_end)[1:][~queued[1:]]
+    assert np.median(np.abs(t["replica_idle_s"].to_numpy()[1:][~queued[1:]] - gap)) < 0.01 and np.median(gap) > 0.02
 
 
 def test_validate_an_endpoint_against_expected_json(tmp_path):
