@@ -512,6 +512,12 @@ class Host(Frozen):
         description="CPU seconds the router and the load generator spend per request; default the variant's "
         "calibration (serving.host_cpu_per_request_s), else 0.",
     )
+    background_cores: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU the router and the load generator take whatever the traffic, cores; default the "
+        "variant's calibration (serving.host_background_cores), else 0.",
+    )
 
 
 class ContinuousEngine(Frozen):
@@ -810,6 +816,18 @@ class Deployment(Frozen):
             cal = self.model.loaded().serving
             if cal is not None and cal.host_cpu_per_request_s is not None:
                 return cal.host_cpu_per_request_s
+        return 0.0
+
+    def host_background_cores(self) -> float:
+        """Cores the router and load generator take on ``host`` whatever the traffic (0 without one)."""
+        if self.host is None:
+            return 0.0
+        if self.host.background_cores is not None:
+            return self.host.background_cores
+        if self.model is not None and self.model.resolved is not None:
+            cal = self.model.loaded().serving
+            if cal is not None and cal.host_background_cores is not None:
+                return cal.host_background_cores
         return 0.0
 
     def resolved_pools(self) -> tuple[Pool, ...]:

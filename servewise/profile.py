@@ -199,7 +199,13 @@ class ServingCalibration(_Art):
         default=None,
         ge=0,
         description="CPU seconds the router and the load generator spent per request (what a local host's "
-        "replicas share their cores with); None in calibrations made before it was measured.",
+        "replicas share their cores with), their idle CPU left out; None in calibrations made before it was measured.",
+    )
+    host_background_cores: float | None = Field(
+        default=None,
+        ge=0,
+        description="CPU the router spends whatever the traffic (its event loop, health, metrics), cores; None "
+        "when not measured.",
     )
     created_utc: str
 

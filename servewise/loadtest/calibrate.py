@@ -65,13 +65,20 @@ def _predicted(variant: Variant, input_tokens: np.ndarray, output_tokens: np.nda
 
 
 def fit_calibration(
-    variant: Variant, table: Any, *, trace: Trace, threads: int, host_cpu_s: float | None = None
+    variant: Variant,
+    table: Any,
+    *,
+    trace: Trace,
+    threads: int,
+    host_cpu_s: float | None = None,
+    background_cores: float | None = None,
 ) -> ServingCalibration:
     """The ``serving`` block from a measured per-request table (``measured/requests.csv``).
 
     Uses the completed requests that carry the replica's times; an error when there are
-    fewer than 20 of them. ``host_cpu_s``: CPU seconds the router and load generator used
-    over the whole table (recorded per request of it).
+    fewer than 20 of them. ``host_cpu_s``: CPU seconds the router and load generator spent
+    on the whole table's requests (recorded per request of it), ``background_cores`` the
+    router's idle CPU.
     """
     t = table
     ok = (t["status"] == "completed").to_numpy().copy()
@@ -110,7 +117,8 @@ def fit_calibration(
         trace_source=trace.source,
         tokens_sha256=tokens_fingerprint(trace.input_tokens),
         threads=threads,
-        host_cpu_per_request_s=host_cpu_s / len(t) if host_cpu_s is not None and len(t) else None,
+        host_cpu_per_request_s=max(host_cpu_s, 0.0) / len(t) if host_cpu_s is not None and len(t) else None,
+        host_background_cores=background_cores,
         created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
 
@@ -256,10 +264,14 @@ def calibrate(
 
         table = read_requests(d / "run" / "measured" / "requests.csv")
     srv = run.server
-    host_cpu = None
+    host_cpu = background = None
     if srv is not None and srv.router_cpu_s is not None and srv.load_generator_cpu_s is not None:
-        host_cpu = srv.router_cpu_s + srv.load_generator_cpu_s
-    cal = fit_calibration(variant, table, trace=trace, threads=threads, host_cpu_s=host_cpu)
+        # per request: what the router spent beyond its idle rate over the load, and Locust's
+        background = srv.router_idle_cores
+        idle_s = (background or 0.0) * (srv.load_s or 0.0)
+        host_cpu = max(srv.router_cpu_s - idle_s, 0.0) + srv.load_generator_cpu_s
+    cal = fit_calibration(variant, table, trace=trace, threads=threads, host_cpu_s=host_cpu,
+                          background_cores=background)  # fmt: skip
     save_profile(_with_serving(prof, variant, cal), out_path or profile_path)
     return cal
 

@@ -104,10 +104,14 @@ class _CpuMeter:
     :meth:`read`, every 0.5 s (a scan of the process table costs CPU too). Locust's
     start-up (imports, parsing the locustfile) is not request work, so the load
     generator's CPU counts from the first sample at which the router has started
-    spending CPU on requests; the router's counts from now (it is idle before).
+    spending CPU on requests; the router's counts from now. The router also spends CPU
+    when idle (its event loop, health and metrics): measured for :data:`IDLE_S` before
+    the load starts, that rate is reported as ``router_idle_cores``, so that CPU per
+    request and CPU per second can be told apart.
     """
 
     INTERVAL_S = 0.5
+    IDLE_S = 1.0
 
     def __init__(self, router_pid: int) -> None:
         import threading
@@ -123,7 +127,14 @@ class _CpuMeter:
         self._me = psutil.Process()
         self._client: dict[int, float] = {}  # Locust pid -> its CPU seconds when last seen
         self._client_at_start: float | None = None
+        idle0 = self._router_s()
+        t_idle = time.monotonic()
+        time.sleep(self.IDLE_S)
         self._r0 = self._router_s()
+        self._t0 = time.monotonic()
+        self._idle_cores = (
+            (self._r0 - idle0) / (self._t0 - t_idle) if self._r0 is not None and idle0 is not None else None
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="servewise-cpu-meter", daemon=True)
         self._thread.start()
@@ -170,7 +181,8 @@ class _CpuMeter:
         r1 = self._router_s()
         router = r1 - self._r0 if r1 is not None and self._r0 is not None else None
         client = self._client_s() - self._client_at_start if self._client_at_start is not None else None
-        return {"router_cpu_s": router, "load_generator_cpu_s": client}
+        return {"router_cpu_s": router, "load_generator_cpu_s": client, "router_idle_cores": self._idle_cores,
+                "load_s": time.monotonic() - self._t0}  # fmt: skip
 
 
 def _served(

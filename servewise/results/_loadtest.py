@@ -178,7 +178,11 @@ class ServerInfo(OpenRecord):
     router_cpu_s: OptNonNeg = None
     """CPU seconds the router process (not its workers) used during the load test."""
     load_generator_cpu_s: OptNonNeg = None
-    """CPU seconds the load generator (Locust and the process driving it) used during the load test."""
+    """CPU seconds the load generator (the Locust processes) used on the requests of the load test."""
+    router_idle_cores: OptNonNeg = None
+    """CPU the router used while idle, in cores (measured for a second before the load)."""
+    load_s: OptNonNeg = None
+    """Seconds over which router_cpu_s was measured."""
 
 
 class Validation(ArtifactRecord):

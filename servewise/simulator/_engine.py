@@ -251,7 +251,9 @@ class Engine(TraceReplay):
             return
         threads = deployment.host_threads()
         assert threads is not None
-        self.host = SharedHost(host.cores, threads, deployment.host_cpu_per_request_s(), self.arr)
+        self.host = SharedHost(
+            host.cores, threads, deployment.host_cpu_per_request_s(), self.arr, deployment.host_background_cores()
+        )
         fifo = self._admit
         shares = self.shares_host
 

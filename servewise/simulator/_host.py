@@ -9,9 +9,9 @@ running services all progress at the same rate
     rate = left / wanted          otherwise,
 
 where ``wanted`` = running services × ``threads`` and ``left`` = ``cores`` less the
-router's and load generator's share (their CPU per request × the arrivals of the last
-second; they wake briefly, and the kernel's scheduler runs such sleepers first), at least
-a tenth of the cores. Service times are in seconds of uncontended service; a service
+router's and load generator's share (their background cores, plus their CPU per request
+× the arrivals of the last second; they wake briefly, and the kernel's scheduler runs
+such sleepers first), at least a tenth of the cores. Service times are in seconds of uncontended service; a service
 that started at virtual time ``v0`` with work ``w`` ends when the host's virtual time
 reaches ``v0 + w``, so the order in which running services end is known when they start
 (the classic virtual-time construction for processor sharing), and each end's real time
@@ -35,10 +35,12 @@ __all__ = ["SharedHost"]
 class SharedHost:
     """Processor sharing of ``cores`` among running services of ``threads`` threads each."""
 
-    __slots__ = ("cores", "threads", "cpu_s", "arr", "v", "t", "heap", "running", "_seq", "_rate")
+    __slots__ = ("cores", "threads", "cpu_s", "arr", "v", "t", "heap", "running", "_seq", "_rate", "_floor")
 
-    def __init__(self, cores: float, threads: int, cpu_per_request_s: float, arrivals: list[float]) -> None:
-        self.cores = float(cores)
+    def __init__(
+        self, cores: float, threads: int, cpu_per_request_s: float, arrivals: list[float], background_cores: float = 0.0
+    ) -> None:
+        self.cores = float(cores) - background_cores
         self.threads = threads
         self.cpu_s = cpu_per_request_s
         self.arr = arrivals
@@ -48,14 +50,15 @@ class SharedHost:
         self.running = 0
         self._seq = 0
         self._rate = 1.0
+        self._floor = 0.1 * float(cores)
 
     def left(self, t: float) -> float:
         """Cores the router and load generator leave to the replicas at ``t``."""
         if self.cpu_s <= 0.0:
-            return self.cores
+            return max(self.cores, self._floor)
         arr = self.arr
         recent = bisect.bisect_right(arr, t) - bisect.bisect_left(arr, t - 1.0)
-        return max(self.cores - recent * self.cpu_s, 0.1 * self.cores)
+        return max(self.cores - recent * self.cpu_s, self._floor)
 
     def _update_rate(self) -> None:
         wanted = self.running * self.threads

@@ -145,7 +145,7 @@ def test_the_fixed_part_is_charged_once_per_service(tmp_path: Path, make_variant
 def test_a_local_host_charges_the_calibrated_cpu_per_request(tmp_path: Path, make_variant, write_profile) -> None:
     """``host.cpu_per_request_s`` defaults to the calibration's: one core, 0.2 s of service,
     three arrivals a second apart at 0.1 CPU s each leave the replica 0.9, then 0.8 of the core."""
-    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(host_cpu_per_request_s=0.1)))
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(host_cpu_per_request_s=0.1, host_background_cores=0.0)))
     (tmp_path / "d.yaml").write_text("replicas: 1\nhost: {cores: 1, threads: 1}\nmodel: {profile: profile.json, variant: fp32}\n")
     dep = load_deployment(tmp_path / "d.yaml")
     assert dep.host_cpu_per_request_s() == pytest.approx(0.1)
@@ -156,6 +156,8 @@ def test_a_local_host_charges_the_calibrated_cpu_per_request(tmp_path: Path, mak
     # stated on the host, it wins over the calibration
     (tmp_path / "e.yaml").write_text("replicas: 1\nhost: {cores: 1, cpu_per_request_s: 0}\nmodel: {profile: profile.json, variant: fp32}\n")
     assert load_deployment(tmp_path / "e.yaml").host_cpu_per_request_s() == 0.0
+    write_profile(make_variant("fp32", linear=(A, [B, T, Q]), serving=_cal(host_background_cores=0.25)))
+    assert load_deployment(tmp_path / "e.yaml").host_background_cores() == 0.25
 
 
 def test_validate_refuses_the_requests_a_variant_was_calibrated_on(tmp_path: Path, make_variant, write_profile) -> None:
@@ -199,5 +201,6 @@ def test_calibrate_serves_minilm_live_and_records_the_serving_path(tmp_path: Pat
     assert 0.5 < cal.service_scale < 3.0 and 0.0 <= cal.service_cv < 1.0
     # the router and Locust spend CPU on every request: more than nothing, less than a request's latency
     assert cal.host_cpu_per_request_s is not None and 1e-5 < cal.host_cpu_per_request_s < 0.05
+    assert cal.host_background_cores is not None and cal.host_background_cores < 0.5
     doc = json.loads(prof.read_text())
     assert doc["variants"][0]["serving"]["service_scale"] == pytest.approx(cal.service_scale)

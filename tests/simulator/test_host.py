@@ -108,6 +108,15 @@ def test_router_and_load_generator_cpu_comes_first() -> None:
     np.testing.assert_allclose(lat, 0.2 / left, rtol=1e-12)
 
 
+def test_background_cores_are_taken_whatever_the_traffic() -> None:
+    """Half of one core taken by the router's idle loop: a lone service runs at half speed;
+    on two cores the one replica still has a whole core."""
+    one = deployment(host={"cores": 1, "threads": 1, "background_cores": 0.5})
+    np.testing.assert_allclose(latency(one, at(0.0, 10.0)), [2.0, 2.0])
+    two = deployment(host={"cores": 2, "threads": 1, "background_cores": 0.5})
+    np.testing.assert_allclose(latency(two, at(0.0, 10.0)), [1.0, 1.0])
+
+
 def test_batches_share_the_host() -> None:
     dep = deployment(replicas=2, balancer={"policy": "round_robin"}, host={"cores": 1, "threads": 1},
                      batching={"max_batch_size": 4, "max_wait_s": 0.0}, queue={"capacity": 8})  # fmt: skip
