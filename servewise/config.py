@@ -808,26 +808,23 @@ class Deployment(Frozen):
 
     def host_cpu_per_request_s(self) -> float:
         """CPU seconds the router and load generator spend per request on ``host`` (0 without one)."""
-        if self.host is None:
-            return 0.0
-        if self.host.cpu_per_request_s is not None:
-            return self.host.cpu_per_request_s
-        if self.model is not None and self.model.resolved is not None:
-            cal = self.model.loaded().serving
-            if cal is not None and cal.host_cpu_per_request_s is not None:
-                return cal.host_cpu_per_request_s
-        return 0.0
+        return self._host_cpu("cpu_per_request_s", "host_cpu_per_request_s")
 
     def host_background_cores(self) -> float:
         """Cores the router and load generator take on ``host`` whatever the traffic (0 without one)."""
+        return self._host_cpu("background_cores", "host_background_cores")
+
+    def _host_cpu(self, field: str, calibrated: str) -> float:
+        """``host.<field>``, else the variant's calibrated ``serving.<calibrated>``, else 0."""
         if self.host is None:
             return 0.0
-        if self.host.background_cores is not None:
-            return self.host.background_cores
+        given = getattr(self.host, field)
+        if given is not None:
+            return float(given)
         if self.model is not None and self.model.resolved is not None:
             cal = self.model.loaded().serving
-            if cal is not None and cal.host_background_cores is not None:
-                return cal.host_background_cores
+            if cal is not None and getattr(cal, calibrated) is not None:
+                return float(getattr(cal, calibrated))
         return 0.0
 
     def resolved_pools(self) -> tuple[Pool, ...]:

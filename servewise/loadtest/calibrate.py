@@ -6,7 +6,9 @@ gaps, padded, pooled and converted to lists. Calibration serves the variant for 
 (one replica, one request per slot, no batching: ``servewise serve`` on 127.0.0.1) and
 replays a trace window against it open loop with Locust — the same path ``validate``
 measures — with the window's request shapes at Poisson arrivals offering a light load
-(``util``, default 30 % of the replica), so there are idle gaps and now and then
+(``util``, default 30 % of the replica; the first half of the window at half of it,
+the second at 1.5×, each its own load test, so that the router's and Locust's CPU per
+second and per request can be told apart), so there are idle gaps and now and then
 overlapping requests, but little queueing to mistake for overhead. Each answer carries
 the replica's own queue and service seconds (``X-Servewise-Timing``), so per request:
 
@@ -43,6 +45,7 @@ __all__ = [
     "fit_calibration",
     "fit_live_service",
     "fit_idle_factors",
+    "host_cpu",
     "OVERHEAD_SAMPLES",
     "SPREAD_FOR_FIXED",
     "IDLE_EDGES_S",
@@ -70,15 +73,14 @@ def fit_calibration(
     *,
     trace: Trace,
     threads: int,
-    host_cpu_s: float | None = None,
+    host_cpu_per_request_s: float | None = None,
     background_cores: float | None = None,
 ) -> ServingCalibration:
     """The ``serving`` block from a measured per-request table (``measured/requests.csv``).
 
     Uses the completed requests that carry the replica's times; an error when there are
-    fewer than 20 of them. ``host_cpu_s``: CPU seconds the router and load generator spent
-    on the whole table's requests (recorded per request of it), ``background_cores`` the
-    router's idle CPU.
+    fewer than 20 of them. ``host_cpu_per_request_s`` and ``background_cores``: the router's
+    and load generator's CPU (:func:`host_cpu`), recorded as given.
     """
     t = table
     ok = (t["status"] == "completed").to_numpy().copy()
@@ -117,7 +119,7 @@ def fit_calibration(
         trace_source=trace.source,
         tokens_sha256=tokens_fingerprint(trace.input_tokens),
         threads=threads,
-        host_cpu_per_request_s=max(host_cpu_s, 0.0) / len(t) if host_cpu_s is not None and len(t) else None,
+        host_cpu_per_request_s=host_cpu_per_request_s,
         host_background_cores=background_cores,
         created_utc=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
@@ -199,6 +201,32 @@ def fit_idle_factors(idle_s: np.ndarray, ratio: np.ndarray) -> tuple[list[float]
     return [float(e) for e in edges], [float(np.median(ratio[which == b])) for b in range(len(edges) + 1)]
 
 
+def host_cpu(runs: list[tuple[float, float, int, float | None]]) -> tuple[float | None, float | None]:
+    """``(background cores, CPU seconds per request)`` of the router and load generator from
+    load tests at different rates: ``(cpu_s, seconds, requests, router idle cores)`` each.
+
+    Their CPU is a rate while they run (the router's event loop, Locust's scheduling
+    loop) plus a cost per request; one run cannot tell the two apart (at a light load
+    the rate, spread over few requests, looks like a large cost per request), two at
+    different rates can: cpu = a·seconds + b·requests, solved. When that fails (one run,
+    rates too alike, a negative part), the router's measured idle rate is the background
+    and the rest is per request.
+    """
+    if len(runs) >= 2:
+        m = np.array([[w, n] for _, w, n, _ in runs], dtype=float)
+        c = np.array([cpu for cpu, _, _, _ in runs], dtype=float)
+        rates = m[:, 1] / np.maximum(m[:, 0], 1e-9)
+        if rates.max() > 1.5 * rates.min():
+            (a, b), *_ = np.linalg.lstsq(m, c, rcond=None)
+            if a >= 0 and b >= 0:
+                return float(a), float(b)
+    idle = [x for *_, x in runs if x is not None]
+    background = float(np.mean(idle)) if idle else 0.0
+    n = sum(r[2] for r in runs)
+    per_request = sum(max(cpu - background * w, 0.0) for cpu, w, _, _ in runs) / n if n else 0.0
+    return (background if idle else None), per_request
+
+
 def _paced(variant: Variant, trace: Trace, util: float, seed: int) -> Trace:
     """The window's requests, in order, at Poisson arrivals offering ``util`` of one replica.
 
@@ -244,7 +272,13 @@ def calibrate(
         raise ConfigError(f"variant {variant.label} is {variant.status}: calibrate a measured variant")
     if variant.latency_model is None:
         raise ConfigError(f"variant {variant.label} has no fitted latency model: profile more grid points first")
-    paced = _paced(variant, trace, util, seed)
+    # two halves, at half and 1.5x the load, so the router's and Locust's CPU per second and per request separate
+    half = len(trace) // 2
+    if half >= 20:
+        phases = [_paced(variant, trace.head(half), util / 2, seed),
+                  _paced(variant, _tail(trace, half), min(1.5 * util, 0.9), seed + 1)]  # fmt: skip
+    else:
+        phases = [_paced(variant, trace, util, seed)]
     with tempfile.TemporaryDirectory(prefix="servewise-calibrate-", dir=work_dir) as tmp:
         d = Path(tmp)
         bare = d / "profile.json"  # the variant without an earlier calibration: re-calibrating starts afresh
@@ -255,25 +289,38 @@ def calibrate(
             "concurrency": 1, "model": {"profile": str(bare), "variant": variant.name,
                                         **({"spec": model} if model else {})},
         }, sort_keys=False))  # fmt: skip
-        run = validate(paced, d / "run", deployment_path=dep, seed=seed,
-                       serve_args=[f"--threads={threads}", "--mode=real"], progress=progress)  # fmt: skip
-        if not run.generator.valid:
-            raise InvalidMeasurement(f"the load generator fell behind during calibration ({'; '.join(run.generator.invalid_reasons)}); "
-                              "calibrate again with fewer programs running or a lower --util")  # fmt: skip
+        import pandas as pd
+
         from servewise.results import read_requests
 
-        table = read_requests(d / "run" / "measured" / "requests.csv")
-    srv = run.server
-    host_cpu = background = None
-    if srv is not None and srv.router_cpu_s is not None and srv.load_generator_cpu_s is not None:
-        # per request: what the router spent beyond its idle rate over the load, and Locust's
-        background = srv.router_idle_cores
-        idle_s = (background or 0.0) * (srv.load_s or 0.0)
-        host_cpu = max(srv.router_cpu_s - idle_s, 0.0) + srv.load_generator_cpu_s
-    cal = fit_calibration(variant, table, trace=trace, threads=threads, host_cpu_s=host_cpu,
+        tables = []
+        cpu_runs: list[tuple[float, float, int, float | None]] | None = []
+        for k, paced in enumerate(phases):
+            run = validate(paced, d / f"run{k}", deployment_path=dep, seed=seed,
+                           serve_args=[f"--threads={threads}", "--mode=real"], progress=progress)  # fmt: skip
+            if not run.generator.valid:
+                raise InvalidMeasurement(f"the load generator fell behind during calibration ({'; '.join(run.generator.invalid_reasons)}); "
+                                  "calibrate again with fewer programs running or a lower --util")  # fmt: skip
+            tables.append(read_requests(d / f"run{k}" / "measured" / "requests.csv"))
+            srv = run.server
+            if (cpu_runs is not None and srv is not None and srv.router_cpu_s is not None
+                    and srv.load_generator_cpu_s is not None and srv.load_s is not None):  # fmt: skip
+                cpu_runs.append((srv.router_cpu_s + srv.load_generator_cpu_s, srv.load_s, len(paced),
+                                 srv.router_idle_cores))  # fmt: skip
+            else:
+                cpu_runs = None
+        table = pd.concat(tables, ignore_index=True)
+    background, per_request = host_cpu(cpu_runs) if cpu_runs else (None, None)
+    cal = fit_calibration(variant, table, trace=trace, threads=threads, host_cpu_per_request_s=per_request,
                           background_cores=background)  # fmt: skip
     save_profile(_with_serving(prof, variant, cal), out_path or profile_path)
     return cal
+
+
+def _tail(trace: Trace, start: int) -> Trace:
+    """``trace``'s requests from index ``start`` on (arrival times are replaced by the pacing)."""
+    return Trace(arrival_s=trace.arrival_s[start:] - trace.arrival_s[start], input_tokens=trace.input_tokens[start:],
+                 output_tokens=trace.output_tokens[start:], source=f"{trace.source}[{start}:]")  # fmt: skip
 
 
 def _with_serving(prof: Profile, variant: Variant, cal: ServingCalibration | None) -> Profile:

@@ -436,6 +436,11 @@ class Engine(TraceReplay):
         host = self.host
         assert host is not None
         heapq.heapreplace(r.slots, _INF)  # busy until the host ends it
+        self._batch_started(members, start)
+        host.start(start, work_s, (r, members, start))
+
+    def _batch_started(self, members: list[int], start: float) -> None:
+        """Record that ``members`` run together from ``start`` (one batch id, its size)."""
         size = len(members)
         batch = self._next_batch
         self._next_batch += 1
@@ -443,7 +448,6 @@ class Engine(TraceReplay):
             self.batch_of[m] = batch
             self.start[m] = start
             self.bsize[m] = size
-        host.start(start, work_s, (r, members, start))
 
     def _sync_host(self, now: float) -> None:
         """End the host's services due by ``now``, in time order, starting what waited behind them."""
@@ -517,14 +521,9 @@ class Engine(TraceReplay):
         if end > r.busy_until:
             r.busy_until = end
         attempt = self.attempt
-        size = len(members)
-        batch = self._next_batch
-        self._next_batch += 1
+        self._batch_started(members, start)
         for m in members:
-            self.batch_of[m] = batch
-            self.start[m] = start
             self.end[m] = end
-            self.bsize[m] = size
             heapq.heappush(self.done, (end, m, attempt[m]))
 
     def _flush(self, r: Replica, now: float) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from servewise.config import load_deployment
 from servewise.errors import ConfigError
-from servewise.loadtest.calibrate import fit_calibration, fit_idle_factors, fit_live_service
+from servewise.loadtest.calibrate import fit_calibration, fit_idle_factors, fit_live_service, host_cpu
 from servewise.profile import ServingCalibration, load_profile, tokens_fingerprint
 from servewise.simulator import simulate
 from servewise.trace import Trace
@@ -80,6 +80,18 @@ def test_live_service_fit_separates_a_fixed_part_from_the_scale() -> None:
     assert fit_live_service(narrow, 0.003 + 1.1 * narrow) == (0.0, pytest.approx(float(np.median((0.003 + 1.1 * narrow) / narrow))))
     # a fit that would go negative (live relatively faster on short requests) falls back too
     assert fit_live_service(pred, 1.2 * pred - 0.002)[0] == 0.0
+
+
+def test_host_cpu_separates_a_rate_from_a_cost_per_request() -> None:
+    """0.06 cores + 1.5 ms per request, measured over two runs at 7 and 21 requests a second."""
+    runs = [(0.06 * w + 0.0015 * n, w, n, 0.04) for w, n in ((30.0, 210), (10.0, 210))]
+    bg, per = host_cpu(runs)
+    assert bg == pytest.approx(0.06) and per == pytest.approx(0.0015)
+    # one run cannot separate them: the measured idle rate is the background, the rest per request
+    bg, per = host_cpu(runs[:1])
+    assert bg == 0.04 and per == pytest.approx((0.06 * 30 + 0.0015 * 210 - 0.04 * 30) / 210)
+    # two runs at the same rate neither
+    assert host_cpu([runs[0], runs[0]])[0] == 0.04
 
 
 def test_idle_factors_are_the_median_ratio_per_idle_gap_bin() -> None:
