@@ -618,6 +618,9 @@ class Engine(TraceReplay):
             while done and done[0][2] != attempt[done[0][1]]:  # aborted by a failure: not a completion
                 heapq.heappop(done)
             nxt = done[0][0] if done else _INF
+            host = self.host
+            if host is not None and host.heap:  # the shared host's next end: it may start what waits
+                nxt = min(nxt, host.next_end())
             if nxt == _INF and not any(r.bq for r in self.replicas):
                 break
             target = min(nxt, env.peek())

@@ -125,6 +125,18 @@ def test_batches_share_the_host() -> None:
     np.testing.assert_allclose(latency(dep, at(0.0, 0.0, 0.0)), [2.0, 2.0, 3.0])
 
 
+def test_a_batch_that_waits_after_the_last_arrival_still_runs() -> None:
+    """The last request queues behind a running batch and, when it ends, waits for its batch
+    to fill (0.5 s): the run must drain the host's ends and that timer, not leave it pending."""
+    kw: dict[str, Any] = {"batching": {"max_batch_size": 4, "max_wait_s": 0.5}, "queue": {"capacity": 8}}
+    shared = simulate(deployment(**kw, host={"cores": 1, "threads": 1}), at(0.0, 1.3), seed=0).requests
+    assert list(shared["status"]) == ["completed", "completed"]
+    # the first waits 0.5 s and runs to 1.5; the second waits from 1.3 to 1.8, runs to 2.8
+    np.testing.assert_allclose(shared["latency_s"], [1.5, 1.5])
+    alone = simulate(deployment(**kw), at(0.0, 1.3), seed=0).requests
+    np.testing.assert_allclose(shared["latency_s"], alone["latency_s"])
+
+
 def test_only_local_pools_share_the_host() -> None:
     pools = [{"name": "here", "instance_type": "local", "replicas": 1},
              {"name": "cloud", "instance_type": "c7i.xlarge", "replicas": 1}]  # fmt: skip
