@@ -492,11 +492,12 @@ class Host(Frozen):
     """The one machine a locally served deployment runs on.
 
     Its local replicas (pools on instance type ``local``), their intra-op threads, the
-    router and the load generator share ``cores``. The simulator slows a service that
-    starts while the replicas' busy threads want more cores than the router and load
-    generator leave free (their CPU per request × the recent arrival rate): each busy
-    replica then gets its share of what is left. Pools on other instance types are
-    machines of their own and never contend.
+    router and the load generator share ``cores``. The simulator runs the local services
+    under processor sharing (``servewise.simulator._host``): when the running services'
+    threads want more cores than the router and load generator leave (their background
+    cores plus CPU per request × the recent arrival rate), all progress at the rate
+    left ÷ wanted. Pools on other instance types are machines of their own and never
+    contend.
     """
 
     cores: int = Field(ge=1, description="Logical CPUs the local replicas, the router and the load generator share.")

@@ -227,21 +227,24 @@ def host_cpu(runs: list[tuple[float, float, int, float | None]]) -> tuple[float 
     return (background if idle else None), per_request
 
 
-def _paced(variant: Variant, trace: Trace, util: float, seed: int) -> Trace:
-    """The window's requests, in order, at Poisson arrivals offering ``util`` of one replica.
+def _paced(variant: Variant, trace: Trace, util: float, seed: int, rows: slice = slice(None)) -> Trace:
+    """The window's requests (``rows`` of them), in order, at Poisson arrivals offering
+    ``util`` of one replica.
 
     The trace's own gaps are bursty (the Azure code trace sends dozens in a second): at a
     light average load they would still queue requests at the router and the worker's
     event loop, and that waiting would be taken for per-request overhead. Poisson gaps at
     a light load keep idle gaps and some overlap, but little queueing.
     """
-    if len(trace) < 2:
+    inp, out = trace.input_tokens[rows], trace.output_tokens[rows]
+    if len(inp) < 2:
         raise ConfigError(f"trace {trace.source}: calibration needs at least 2 requests")
-    mean_s = float(np.mean(_predicted(variant, trace.input_tokens, trace.output_tokens)))
-    gaps = np.random.default_rng(seed).exponential(mean_s / util, len(trace))
+    mean_s = float(np.mean(_predicted(variant, inp, out)))
+    gaps = np.random.default_rng(seed).exponential(mean_s / util, len(inp))
     gaps[0] = 0.0
-    return Trace(arrival_s=np.cumsum(gaps), input_tokens=trace.input_tokens, output_tokens=trace.output_tokens,
-                 source=f"{trace.source} (Poisson at {util:.0%} of one replica)")  # fmt: skip
+    part = "" if rows == slice(None) else f"[{rows.start or 0}:{'' if rows.stop is None else rows.stop}]"
+    return Trace(arrival_s=np.cumsum(gaps), input_tokens=inp, output_tokens=out,
+                 source=f"{trace.source}{part} (Poisson at {util:.0%} of one replica)")  # fmt: skip
 
 
 def calibrate(
@@ -275,8 +278,8 @@ def calibrate(
     # two halves, at half and 1.5x the load, so the router's and Locust's CPU per second and per request separate
     half = len(trace) // 2
     if half >= 20:
-        phases = [_paced(variant, trace.head(half), util / 2, seed),
-                  _paced(variant, _tail(trace, half), min(1.5 * util, 0.9), seed + 1)]  # fmt: skip
+        phases = [_paced(variant, trace, util / 2, seed, slice(None, half)),
+                  _paced(variant, trace, min(1.5 * util, 0.9), seed + 1, slice(half, None))]  # fmt: skip
     else:
         phases = [_paced(variant, trace, util, seed)]
     with tempfile.TemporaryDirectory(prefix="servewise-calibrate-", dir=work_dir) as tmp:
@@ -315,12 +318,6 @@ def calibrate(
                           background_cores=background)  # fmt: skip
     save_profile(_with_serving(prof, variant, cal), out_path or profile_path)
     return cal
-
-
-def _tail(trace: Trace, start: int) -> Trace:
-    """``trace``'s requests from index ``start`` on (arrival times are replaced by the pacing)."""
-    return Trace(arrival_s=trace.arrival_s[start:] - trace.arrival_s[start], input_tokens=trace.input_tokens[start:],
-                 output_tokens=trace.output_tokens[start:], source=f"{trace.source}[{start}:]")  # fmt: skip
 
 
 def _with_serving(prof: Profile, variant: Variant, cal: ServingCalibration | None) -> Profile:

@@ -114,11 +114,10 @@ def fitting_threads(dep: Deployment, pools: list[Pool], s: ServeSettings) -> int
     """Intra-op threads per replica that fit this host: its CPUs ÷ the most replicas that
     can run at once (``--replicas``, the pools', or ``max_replicas`` when scaling), at
     least 1 — so replicas do not oversubscribe the cores they share."""
-    if dep.scaling.mode in ("autoscale", "serverless"):
-        assert dep.scaling.max_replicas is not None
-        most = dep.scaling.max_replicas
+    if s.replicas is not None and dep.scaling.mode == "fixed":
+        most = s.replicas * len(pools)  # --replicas N: N in each pool served
     else:
-        most = sum(s.replicas if s.replicas is not None else p.replicas for p in pools)
+        most = dep.most_replicas(tuple(pools))
     return max(1, usable_cpus() // max(most, 1))
 
 
